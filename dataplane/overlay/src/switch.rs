@@ -1,0 +1,1 @@
+//! Module being written.
