@@ -8,6 +8,8 @@
 
 pub mod counters;
 pub mod keys;
+pub mod mac;
+pub mod offload;
 pub mod replay;
 pub mod seal;
 pub mod switch;
