@@ -6,6 +6,7 @@
 
 pub mod iface;
 pub mod netns;
+pub mod poll;
 pub mod probe;
 pub mod tap;
 pub mod udp;

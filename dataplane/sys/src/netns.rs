@@ -26,7 +26,9 @@ pub enum NetNsError {
         source: std::io::Error,
     },
     /// `setns(2)` refused to enter the namespace.
-    #[error("cannot enter network namespace {path}: {source} (entering needs root or CAP_SYS_ADMIN)")]
+    #[error(
+        "cannot enter network namespace {path}: {source} (entering needs root or CAP_SYS_ADMIN)"
+    )]
     Enter {
         /// The namespace's path.
         path: PathBuf,
