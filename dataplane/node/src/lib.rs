@@ -1,1 +1,14 @@
+//! The data-plane driver of a Shoal node.
+//!
+//! It runs the pure overlay core (`shoal-overlay`) on real descriptors: one TAP
+//! device per task endpoint, held by the daemon, and one UDP socket on the VXLAN
+//! port. Configuration arrives typed and validated ([`config`]); the running
+//! [`DataPlane`] exposes counters and the calls that gossip, the manager and the
+//! local API use to change its tables and keys.
 #![forbid(unsafe_code)]
+
+pub mod config;
+mod dataplane;
+mod endpoint;
+
+pub use dataplane::{DataPlane, DataPlaneError, FrameStats};

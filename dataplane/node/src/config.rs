@@ -1,0 +1,257 @@
+//! Typed, validated data-plane configuration.
+//!
+//! The daemon parses its file (or, later, the manager's messages) into these
+//! types; everything here is already checked, so the data plane never meets an
+//! inconsistent setting at run time.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use shoal_overlay::keys::{Cipher, KeyRing};
+use shoal_overlay::mac::MacAddr;
+use shoal_overlay::seal::SEAL_OVERHEAD;
+use shoal_overlay::vxlan::{Vni, PLAIN_OVERHEAD, VXLAN_PORT};
+
+/// Everything the data plane of one node needs.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// This node's underlay address, as its peers see it (the source of its
+    /// VXLAN frames, bound into the traffic keys of encrypted networks).
+    pub node_addr: IpAddr,
+    /// Where the VXLAN socket listens.
+    pub listen: SocketAddr,
+    /// The UDP port peers listen on (4789, the IANA VXLAN port).
+    pub peer_port: u16,
+    /// The MTU of the underlay links; endpoint MTUs are derived from it.
+    pub underlay_mtu: u32,
+    /// The overlay networks this node takes part in.
+    pub networks: Vec<NetworkConfig>,
+    /// The endpoints (TAP devices) this node serves.
+    pub endpoints: Vec<LocalEndpointConfig>,
+}
+
+/// Encryption settings of a network.
+#[derive(Debug, Clone)]
+pub struct Encryption {
+    /// The AEAD in use.
+    pub cipher: Cipher,
+    /// The accepted keys and the one used for sending.
+    pub keys: KeyRing,
+}
+
+/// One overlay network.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Unique name.
+    pub name: String,
+    /// Unique VXLAN network identifier.
+    pub vni: Vni,
+    /// The overlay subnet; endpoint addresses must lie inside it.
+    pub subnet: Ipv4Net,
+    /// Present when the network is encrypted.
+    pub encryption: Option<Encryption>,
+    /// Underlay addresses of the other nodes taking part.
+    pub peers: Vec<IpAddr>,
+    /// Endpoints living on other nodes.
+    pub remotes: Vec<RemoteEndpoint>,
+}
+
+impl NetworkConfig {
+    /// The endpoint MTU on an underlay of `underlay_mtu` bytes: the underlay
+    /// minus the VXLAN overhead (50 bytes), minus the seal overhead (32 bytes)
+    /// when encrypted. 1450 plain and 1418 encrypted on a 1500-byte underlay.
+    pub fn endpoint_mtu(&self, underlay_mtu: u32) -> u32 {
+        let seal = if self.encryption.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
+        underlay_mtu.saturating_sub((PLAIN_OVERHEAD + seal) as u32)
+    }
+}
+
+/// An endpoint on another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    /// Overlay address.
+    pub ip: Ipv4Addr,
+    /// MAC address.
+    pub mac: MacAddr,
+    /// The owning node's underlay address.
+    pub node: IpAddr,
+}
+
+/// An endpoint this node serves: a TAP device created inside a network namespace.
+#[derive(Debug, Clone)]
+pub struct LocalEndpointConfig {
+    /// The network it is attached to.
+    pub network: String,
+    /// The namespace the TAP device is created in (a task's namespace).
+    pub netns: PathBuf,
+    /// The interface name inside that namespace (`eth0` for a task's first network).
+    pub ifname: String,
+    /// Overlay address; the prefix length comes from the network's subnet.
+    pub ip: Ipv4Addr,
+    /// MAC address.
+    pub mac: MacAddr,
+}
+
+/// A configuration that cannot work, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field's value is wrong; the message names the field and why.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Path of the offending field, e.g. `network[blue].vni`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl DataPlaneConfig {
+    /// A config with no networks, listening on the VXLAN port on all addresses.
+    pub fn new(node_addr: IpAddr) -> Self {
+        Self {
+            node_addr,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), VXLAN_PORT),
+            peer_port: VXLAN_PORT,
+            underlay_mtu: 1500,
+            networks: Vec::new(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// The network called `name`.
+    pub fn network(&self, name: &str) -> Option<&NetworkConfig> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// Checks every cross-field rule; the error names the field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1280..=65535).contains(&self.underlay_mtu) {
+            return Err(invalid(
+                "node.underlay_mtu",
+                format!("{} is outside 1280..=65535", self.underlay_mtu),
+            ));
+        }
+        if self.node_addr.is_unspecified() {
+            return Err(invalid(
+                "node.address",
+                "must be this node's own underlay address, not 0.0.0.0",
+            ));
+        }
+        let mut vnis = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for net in &self.networks {
+            let f = |x: &str| format!("network[{}].{x}", net.name);
+            if net.name.is_empty() || net.name.len() > 64 {
+                return Err(invalid("network.name", "must be 1 to 64 characters"));
+            }
+            if !names.insert(net.name.as_str()) {
+                return Err(invalid(f("name"), "two networks have this name"));
+            }
+            if !vnis.insert(net.vni) {
+                return Err(invalid(
+                    f("vni"),
+                    format!("VNI {} is used by another network", net.vni),
+                ));
+            }
+            if net.subnet.prefix_len() > 30 {
+                return Err(invalid(
+                    f("subnet"),
+                    format!(
+                        "{} leaves no room for endpoints (use /30 or larger)",
+                        net.subnet
+                    ),
+                ));
+            }
+            if net.endpoint_mtu(self.underlay_mtu) < 576 {
+                return Err(invalid(
+                    f("encrypted"),
+                    "the underlay MTU leaves less than 576 bytes for endpoints",
+                ));
+            }
+            for peer in &net.peers {
+                if *peer == self.node_addr {
+                    return Err(invalid(
+                        f("peers"),
+                        format!("{peer} is this node's own address"),
+                    ));
+                }
+            }
+            for r in &net.remotes {
+                if !net.subnet.contains(&r.ip) {
+                    return Err(invalid(
+                        f("remote"),
+                        format!("{} is outside the subnet {}", r.ip, net.subnet),
+                    ));
+                }
+                if r.node == self.node_addr {
+                    return Err(invalid(f("remote"), format!("{} is placed on this node's own address; declare it as a local endpoint", r.ip)));
+                }
+            }
+        }
+        let mut ifaces = std::collections::HashSet::new();
+        for ep in &self.endpoints {
+            let f = |x: &str| format!("endpoint[{}].{x}", ep.ip);
+            let Some(net) = self.network(&ep.network) else {
+                return Err(invalid(
+                    f("network"),
+                    format!("no network named {:?}", ep.network),
+                ));
+            };
+            if !net.subnet.contains(&ep.ip) {
+                return Err(invalid(
+                    f("ip"),
+                    format!(
+                        "{} is outside the subnet {} of network {:?}",
+                        ep.ip, net.subnet, net.name
+                    ),
+                ));
+            }
+            if ep.ip == net.subnet.network() || ep.ip == net.subnet.broadcast() {
+                return Err(invalid(
+                    f("ip"),
+                    format!(
+                        "{} is the network or broadcast address of {}",
+                        ep.ip, net.subnet
+                    ),
+                ));
+            }
+            if ep.mac.is_multicast() {
+                return Err(invalid(
+                    f("mac"),
+                    format!(
+                        "{} is a group address; endpoints need a unicast MAC",
+                        ep.mac
+                    ),
+                ));
+            }
+            if ep.ifname.is_empty() || ep.ifname.len() > 15 || ep.ifname.contains(['/', ' ']) {
+                return Err(invalid(
+                    f("ifname"),
+                    format!(
+                        "{:?} is not a valid interface name (1 to 15 characters, no '/' or space)",
+                        ep.ifname
+                    ),
+                ));
+            }
+            if !ifaces.insert((ep.netns.clone(), ep.ifname.clone())) {
+                return Err(invalid(
+                    f("ifname"),
+                    format!("{} already exists in {}", ep.ifname, ep.netns.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

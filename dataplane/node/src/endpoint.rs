@@ -1,0 +1,32 @@
+//! Creating a task endpoint: a TAP device inside the task's network namespace.
+//!
+//! The TAP is created from a thread that has entered the task's namespace, so
+//! the device is born there and needs no move between namespaces (which would
+//! take netlink). The descriptor stays with the daemon: every frame the task
+//! sends reaches the data plane, and the device disappears when the daemon
+//! closes it.
+
+use shoal_sys::iface;
+use shoal_sys::netns::NetNs;
+use shoal_sys::tap::{Tap, TapOptions};
+
+use crate::config::LocalEndpointConfig;
+
+/// Creates and configures the endpoint's TAP device; the error says which step failed.
+pub(crate) fn create(ep: &LocalEndpointConfig, prefix_len: u8, mtu: u32) -> Result<Tap, String> {
+    let ns = NetNs::open(&ep.netns).map_err(|e| e.to_string())?;
+    ns.run(|| -> Result<Tap, String> {
+        let name = ep.ifname.as_str();
+        let tap = Tap::create(name, &TapOptions::default()).map_err(|e| e.to_string())?;
+        // IPv6 would only add router solicitations and neighbour discovery
+        // multicast, which the switch drops: the overlay carries IPv4.
+        iface::disable_ipv6(name).map_err(|e| e.to_string())?;
+        iface::set_mac(name, ep.mac.0).map_err(|e| e.to_string())?;
+        iface::set_mtu(name, mtu).map_err(|e| e.to_string())?;
+        iface::set_ipv4(name, ep.ip, prefix_len).map_err(|e| e.to_string())?;
+        iface::set_up(name).map_err(|e| e.to_string())?;
+        tap.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(tap)
+    })
+    .map_err(|e| e.to_string())?
+}
