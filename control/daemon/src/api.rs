@@ -1,0 +1,235 @@
+//! The daemon's local API: HTTP on a Unix socket (like Docker's
+//! `/var/run/docker.sock`), for the CLI, for tests and for scraping metrics.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/metrics` | Prometheus text: drops per reason, frame counters |
+//! | GET | `/v1/dataplane` | JSON: networks, their endpoints, counters |
+//! | PUT | `/v1/networks/{name}/keys` | replace an encrypted network's key ring |
+//! | POST | `/v1/networks/{name}/remotes` | add or move a remote endpoint |
+//! | DELETE | `/v1/networks/{name}/remotes/{mac}` | remove a remote endpoint |
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shoal_node::config::RemoteEndpoint;
+use shoal_node::{DataPlane, DataPlaneError};
+use shoal_overlay::counters::DropReason;
+use shoal_overlay::mac::MacAddr;
+use shoal_overlay::switch::Location;
+
+use crate::file::{key_ring, KeySection};
+
+/// The API's view of the daemon.
+pub type AppState = Arc<DataPlane>;
+
+/// The router of the local API.
+pub fn router(dp: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/dataplane", get(status))
+        .route("/v1/networks/{name}/keys", put(set_keys))
+        .route("/v1/networks/{name}/remotes", post(upsert_remote))
+        .route("/v1/networks/{name}/remotes/{mac}", delete(remove_remote))
+        .with_state(dp)
+}
+
+/// An error answer: a status and a message naming the problem.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "message": self.1 }))).into_response()
+    }
+}
+
+impl From<DataPlaneError> for ApiError {
+    fn from(e: DataPlaneError) -> Self {
+        let status = match e {
+            DataPlaneError::UnknownNetwork(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn frame_counters(dp: &DataPlane) -> [(&'static str, u64); 5] {
+    let s = dp.stats();
+    [
+        ("endpoint_rx", s.endpoint_rx.load(Ordering::Relaxed)),
+        ("endpoint_tx", s.endpoint_tx.load(Ordering::Relaxed)),
+        ("underlay_rx", s.underlay_rx.load(Ordering::Relaxed)),
+        ("underlay_tx", s.underlay_tx.load(Ordering::Relaxed)),
+        ("arp_replies", s.arp_replies.load(Ordering::Relaxed)),
+    ]
+}
+
+async fn metrics(State(dp): State<AppState>) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# HELP shoal_dataplane_drops_total Frames dropped by the data plane, by reason.\n",
+    );
+    out.push_str("# TYPE shoal_dataplane_drops_total counter\n");
+    for (reason, n) in dp.drops().snapshot() {
+        let _ = writeln!(
+            out,
+            "shoal_dataplane_drops_total{{reason=\"{}\"}} {n}",
+            reason.name()
+        );
+    }
+    out.push_str(
+        "# HELP shoal_dataplane_frames_total Frames moved by the data plane, by direction.\n",
+    );
+    out.push_str("# TYPE shoal_dataplane_frames_total counter\n");
+    for (dir, n) in frame_counters(&dp) {
+        let _ = writeln!(
+            out,
+            "shoal_dataplane_frames_total{{direction=\"{dir}\"}} {n}"
+        );
+    }
+    out
+}
+
+/// One endpoint in the status answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// Overlay address.
+    pub ip: Ipv4Addr,
+    /// MAC address.
+    pub mac: MacAddr,
+    /// `local` or the owning node's underlay address.
+    pub location: String,
+}
+
+/// One network in the status answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// Name.
+    pub name: String,
+    /// VNI.
+    pub vni: u32,
+    /// Endpoint MTU.
+    pub mtu: u32,
+    /// Whether frames are sealed.
+    pub encrypted: bool,
+    /// Endpoints, sorted by IP.
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// The status answer of `GET /v1/dataplane`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Networks.
+    pub networks: Vec<NetworkView>,
+    /// Drop counts by reason name (every reason, zeros included).
+    pub drops: std::collections::BTreeMap<String, u64>,
+    /// Frame counts by direction.
+    pub frames: std::collections::BTreeMap<String, u64>,
+}
+
+async fn status(State(dp): State<AppState>) -> Json<StatusView> {
+    let networks = dp
+        .networks()
+        .into_iter()
+        .map(|(spec, eps)| NetworkView {
+            name: spec.name,
+            vni: spec.vni.get(),
+            mtu: spec.mtu,
+            encrypted: spec.encrypted,
+            endpoints: eps
+                .into_iter()
+                .map(|r| EndpointView {
+                    ip: r.ip,
+                    mac: r.mac,
+                    location: match r.location {
+                        Location::Local(_) => "local".into(),
+                        Location::Remote(node) => node.to_string(),
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|&r| (r.name().to_string(), dp.drops().get(r)))
+        .collect();
+    let frames = frame_counters(&dp)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    Json(StatusView {
+        networks,
+        drops,
+        frames,
+    })
+}
+
+/// Body of `PUT /v1/networks/{name}/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysBody {
+    keys: Vec<KeySection>,
+    tx: u8,
+}
+
+async fn set_keys(
+    State(dp): State<AppState>,
+    Path(name): Path<String>,
+    Json(body): Json<KeysBody>,
+) -> Result<StatusCode, ApiError> {
+    let ring = key_ring(&body.keys, Some(body.tx))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    dp.set_keys(&name, &ring)?;
+    tracing::info!(network = %name, tx = body.tx, keys = body.keys.len(), "key ring replaced");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /v1/networks/{name}/remotes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteBody {
+    ip: Ipv4Addr,
+    mac: Option<MacAddr>,
+    node: IpAddr,
+}
+
+async fn upsert_remote(
+    State(dp): State<AppState>,
+    Path(name): Path<String>,
+    Json(body): Json<RemoteBody>,
+) -> Result<StatusCode, ApiError> {
+    let remote = RemoteEndpoint {
+        ip: body.ip,
+        mac: body.mac.unwrap_or_else(|| MacAddr::from_ipv4(body.ip)),
+        node: body.node,
+    };
+    dp.upsert_remote(&name, remote)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_remote(
+    State(dp): State<AppState>,
+    Path((name, mac)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mac: MacAddr = mac
+        .parse()
+        .map_err(|e: shoal_overlay::mac::MacParseError| {
+            ApiError(StatusCode::BAD_REQUEST, e.to_string())
+        })?;
+    if dp.remove_remote(&name, mac)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint with MAC {mac} on network {name:?}"),
+        ))
+    }
+}
