@@ -356,7 +356,11 @@ fn a_panicking_test_leaves_no_namespace_behind() {
     }));
     assert!(outcome.is_err(), "the body did not panic");
     let names = names.into_inner().unwrap();
-    assert_eq!(names.len(), 5, "bridge, 2 nodes, 1 client, 1 task: {names:?}");
+    assert_eq!(
+        names.len(),
+        5,
+        "bridge, 2 nodes, 1 client, 1 task: {names:?}"
+    );
     assert_all_gone(&names);
     let (pid, started) = child.into_inner().unwrap().expect("child started");
     assert!(is_gone(pid, &started), "pid {pid} survived the panic");

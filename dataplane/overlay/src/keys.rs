@@ -172,15 +172,24 @@ mod tests {
             Err(KeyRingError::BadSecretLength { id: 1, got: 3 })
         );
         let bad = HEX.replace('f', "g");
-        assert_eq!(NetworkKey::from_hex(1, &bad), Err(KeyRingError::BadSecretDigit { id: 1 }));
+        assert_eq!(
+            NetworkKey::from_hex(1, &bad),
+            Err(KeyRingError::BadSecretDigit { id: 1 })
+        );
     }
 
     #[test]
     fn rings_are_checked() {
         let k = |id| NetworkKey::new(id, [id; KEY_LEN]);
         assert_eq!(KeyRing::new(vec![], 1), Err(KeyRingError::Empty));
-        assert_eq!(KeyRing::new(vec![k(1), k(2), k(3), k(4)], 1), Err(KeyRingError::TooMany(4)));
-        assert_eq!(KeyRing::new(vec![k(1), k(1)], 1), Err(KeyRingError::DuplicateId(1)));
+        assert_eq!(
+            KeyRing::new(vec![k(1), k(2), k(3), k(4)], 1),
+            Err(KeyRingError::TooMany(4))
+        );
+        assert_eq!(
+            KeyRing::new(vec![k(1), k(1)], 1),
+            Err(KeyRingError::DuplicateId(1))
+        );
         assert_eq!(KeyRing::new(vec![k(1)], 2), Err(KeyRingError::UnknownTx(2)));
         let ring = KeyRing::new(vec![k(1), k(2)], 2).unwrap();
         assert_eq!(ring.tx_key().id(), 2);

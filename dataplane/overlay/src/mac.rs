@@ -43,7 +43,9 @@ impl fmt::Debug for MacAddr {
 
 /// A string that is not a MAC address of the form `aa:bb:cc:dd:ee:ff`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address {0:?}: expected six hex bytes separated by ':', like 02:42:0a:00:00:02")]
+#[error(
+    "invalid MAC address {0:?}: expected six hex bytes separated by ':', like 02:42:0a:00:00:02"
+)]
 pub struct MacParseError(pub String);
 
 impl FromStr for MacAddr {
@@ -94,7 +96,13 @@ mod tests {
 
     #[test]
     fn bad_macs_are_refused() {
-        for bad in ["", "02:42", "02:42:0a:00:00:02:01", "zz:42:0a:00:00:02", "2:42:a:0:0:2"] {
+        for bad in [
+            "",
+            "02:42",
+            "02:42:0a:00:00:02:01",
+            "zz:42:0a:00:00:02",
+            "2:42:a:0:0:2",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         assert!(MacAddr::BROADCAST.is_multicast());

@@ -309,7 +309,11 @@ impl TcpCoalescer {
         };
         let control = TCP_SYN | TCP_FIN | TCP_RST | TCP_URG | TCP_CWR | TCP_ECE;
         if payload.is_empty() || flags & control != 0 || flags & TCP_ACK == 0 {
-            return if self.is_pending() { Push::Flush } else { Push::Alone };
+            return if self.is_pending() {
+                Push::Flush
+            } else {
+                Push::Alone
+            };
         }
         let Some(cur) = self.key else {
             self.start(frame, key, seq, payload.len(), flags);
@@ -354,7 +358,10 @@ impl TcpCoalescer {
         let key = self.key.take()?;
         let t = ETH_LEN + IPV4_LEN;
         let hdr = if self.segments == 1 {
-            VnetHdr { flags: VNET_F_DATA_VALID, ..VnetHdr::default() }
+            VnetHdr {
+                flags: VNET_F_DATA_VALID,
+                ..VnetHdr::default()
+            }
         } else {
             let frame = &mut self.buf[VNET_HDR_LEN..];
             let ip_len = frame.len() - ETH_LEN;

@@ -31,7 +31,10 @@ impl Default for ReplayWindow {
 impl ReplayWindow {
     /// An empty window: every counter is acceptable once.
     pub fn new() -> Self {
-        ReplayWindow { bits: [0; WORDS], next: 0 }
+        ReplayWindow {
+            bits: [0; WORDS],
+            next: 0,
+        }
     }
 
     /// How far behind the highest counter accepted an old one may still arrive.

@@ -153,18 +153,40 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// A sealer for `local` (this node's underlay address) sending with the
     /// ring's tx key; `now` is wall-clock time since the Unix epoch.
-    pub fn new(cipher: Cipher, local: IpAddr, ring: &KeyRing, now: Duration, policy: RekeyPolicy) -> Self {
+    pub fn new(
+        cipher: Cipher,
+        local: IpAddr,
+        ring: &KeyRing,
+        now: Duration,
+        policy: RekeyPolicy,
+    ) -> Self {
         let rng = SystemRandom::new();
         let tx_key = ring.tx_key().clone();
         let session = Self::new_session(cipher, local, &tx_key, now, 0, &rng);
-        Sealer { cipher, local, tx_key, policy, session, counter: AtomicU64::new(0), rng }
+        Sealer {
+            cipher,
+            local,
+            tx_key,
+            policy,
+            session,
+            counter: AtomicU64::new(0),
+            rng,
+        }
     }
 
-    fn new_session(cipher: Cipher, local: IpAddr, key: &NetworkKey, now: Duration, min_time: u32, rng: &SystemRandom) -> TxSession {
+    fn new_session(
+        cipher: Cipher,
+        local: IpAddr,
+        key: &NetworkKey,
+        now: Duration,
+        min_time: u32,
+        rng: &SystemRandom,
+    ) -> TxSession {
         let time = (now.as_secs().min(u32::MAX as u64) as u32).max(min_time);
         let mut session = [0u8; 8];
         session[..4].copy_from_slice(&time.to_be_bytes());
-        rng.fill(&mut session[4..]).expect("the system random source works");
+        rng.fill(&mut session[4..])
+            .expect("the system random source works");
         TxSession {
             key_id: key.id(),
             key: traffic_key(cipher, key, local, &session),
@@ -178,7 +200,10 @@ impl Sealer {
     pub fn seal(&self, vni: Vni, frame: &[u8], out: &mut [u8]) -> Result<usize, SealError> {
         let need = SEALED_PAYLOAD_AT + frame.len() + TAG_LEN;
         if out.len() < need {
-            return Err(SealError::BufferTooSmall { need, have: out.len() });
+            return Err(SealError::BufferTooSmall {
+                need,
+                have: out.len(),
+            });
         }
         out[SEALED_PAYLOAD_AT..SEALED_PAYLOAD_AT + frame.len()].copy_from_slice(frame);
         self.seal_in_place(vni, &mut out[..need], frame.len())
@@ -186,17 +211,31 @@ impl Sealer {
 
     /// Seals in place: `buf` holds the frame at [`SEALED_PAYLOAD_AT`] with
     /// room for the headers before it and [`TAG_LEN`] bytes after it.
-    pub fn seal_in_place(&self, vni: Vni, buf: &mut [u8], frame_len: usize) -> Result<usize, SealError> {
+    pub fn seal_in_place(
+        &self,
+        vni: Vni,
+        buf: &mut [u8],
+        frame_len: usize,
+    ) -> Result<usize, SealError> {
         let need = SEALED_PAYLOAD_AT + frame_len + TAG_LEN;
         if buf.len() < need {
-            return Err(SealError::BufferTooSmall { need, have: buf.len() });
+            return Err(SealError::BufferTooSmall {
+                need,
+                have: buf.len(),
+            });
         }
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         if counter >= REJECT_AFTER {
             return Err(SealError::CounterExhausted);
         }
         let s = &self.session;
-        VxlanRepr { vni, sealed: Some(s.key_id) }.emit(&mut VxlanPacket::new_unchecked(&mut buf[..VXLAN_HEADER_LEN]));
+        VxlanRepr {
+            vni,
+            sealed: Some(s.key_id),
+        }
+        .emit(&mut VxlanPacket::new_unchecked(
+            &mut buf[..VXLAN_HEADER_LEN],
+        ));
         buf[8..16].copy_from_slice(&s.session);
         buf[16..24].copy_from_slice(&counter.to_be_bytes());
         let (aad, rest) = buf.split_at_mut(SEALED_PAYLOAD_AT);
@@ -219,7 +258,14 @@ impl Sealer {
     /// Starts a new session: a fresh traffic key, the counter back at zero.
     pub fn rekey(&mut self, now: Duration) {
         let min_time = session_time(&self.session.session).saturating_add(1);
-        self.session = Self::new_session(self.cipher, self.local, &self.tx_key, now, min_time, &self.rng);
+        self.session = Self::new_session(
+            self.cipher,
+            self.local,
+            &self.tx_key,
+            now,
+            min_time,
+            &self.rng,
+        );
         *self.counter.get_mut() = 0;
     }
 
@@ -279,19 +325,29 @@ fn open_with(key: &LessSafeKey, counter: u64, packet: &mut [u8]) -> Result<usize
 impl Opener {
     /// An opener accepting every key of `ring`.
     pub fn new(cipher: Cipher, ring: &KeyRing) -> Self {
-        Opener { cipher, ring: ring.clone(), senders: HashMap::new(), tick: 0 }
+        Opener {
+            cipher,
+            ring: ring.clone(),
+            senders: HashMap::new(),
+            tick: 0,
+        }
     }
 
     /// Adopts a new ring; sessions under removed or changed keys are forgotten.
     pub fn set_keys(&mut self, ring: &KeyRing) {
         let old = std::mem::replace(&mut self.ring, ring.clone());
-        self.senders
-            .retain(|&(_, id), _| matches!((old.get(id), ring.get(id)), (Some(a), Some(b)) if a == b));
+        self.senders.retain(
+            |&(_, id), _| matches!((old.get(id), ring.get(id)), (Some(a), Some(b)) if a == b),
+        );
     }
 
     /// Opens a sealed datagram from `sender` (starting at the VXLAN header) in
     /// place and returns the inner Ethernet frame.
-    pub fn open<'a>(&mut self, sender: IpAddr, packet: &'a mut [u8]) -> Result<&'a [u8], DropReason> {
+    pub fn open<'a>(
+        &mut self,
+        sender: IpAddr,
+        packet: &'a mut [u8],
+    ) -> Result<&'a [u8], DropReason> {
         if packet.len() < SEALED_PAYLOAD_AT + TAG_LEN {
             return Err(DropReason::Malformed);
         }
@@ -348,7 +404,11 @@ impl Opener {
                 }
                 self.senders.insert(
                     (sender, key_id),
-                    SenderState { current: rx, previous: None, last_used: tick },
+                    SenderState {
+                        current: rx,
+                        previous: None,
+                        last_used: tick,
+                    },
                 );
                 len
             }
@@ -357,7 +417,12 @@ impl Opener {
     }
 
     fn evict_least_recent(&mut self) {
-        if let Some(&k) = self.senders.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| k) {
+        if let Some(&k) = self
+            .senders
+            .iter()
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(k, _)| k)
+        {
             self.senders.remove(&k);
         }
     }

@@ -213,7 +213,10 @@ impl Switch {
             .arp
             .iter()
             .filter_map(|(&ip, &mac)| {
-                table.fdb.get(&mac).map(|&location| EndpointRecord { ip, mac, location })
+                table
+                    .fdb
+                    .get(&mac)
+                    .map(|&location| EndpointRecord { ip, mac, location })
             })
             .collect();
         out.sort_by_key(|r| r.ip);
@@ -329,7 +332,13 @@ impl Switch {
     /// encryption policy of the VNI and opened sealed frames; `frame` is the inner
     /// Ethernet frame. An ARP reply for a local target is written into `reply`, to
     /// be sent back to `sender` over VXLAN.
-    pub fn from_underlay(&self, vni: Vni, sender: IpAddr, frame: &[u8], reply: &mut [u8]) -> Verdict {
+    pub fn from_underlay(
+        &self,
+        vni: Vni,
+        sender: IpAddr,
+        frame: &[u8],
+        reply: &mut [u8],
+    ) -> Verdict {
         let Some(&net) = self.by_vni.get(&vni) else {
             return Verdict::Drop(DropReason::UnknownVni);
         };

@@ -204,13 +204,22 @@ mod tests {
         let bytes = [0x08, 0, 0, 0, 0x00, 0x10, 0x00, 0, 0xaa];
         let pkt = VxlanPacket::new_checked(&bytes[..]).unwrap();
         let repr = VxlanRepr::parse(&pkt).unwrap();
-        assert_eq!(repr, VxlanRepr { vni: Vni::new(4096).unwrap(), sealed: None });
+        assert_eq!(
+            repr,
+            VxlanRepr {
+                vni: Vni::new(4096).unwrap(),
+                sealed: None
+            }
+        );
         assert_eq!(pkt.payload(), &[0xaa]);
     }
 
     #[test]
     fn refuses_short_and_flagless_headers() {
-        assert_eq!(VxlanPacket::new_checked(&[0u8; 7][..]).unwrap_err(), DropReason::Malformed);
+        assert_eq!(
+            VxlanPacket::new_checked(&[0u8; 7][..]).unwrap_err(),
+            DropReason::Malformed
+        );
         let pkt = VxlanPacket::new_checked(&[0u8; 8][..]).unwrap();
         assert_eq!(VxlanRepr::parse(&pkt), Err(DropReason::BadVxlanFlags));
     }

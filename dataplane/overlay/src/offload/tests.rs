@@ -28,10 +28,18 @@ fn pattern(len: usize) -> Vec<u8> {
 /// Checks IPv4 and TCP checksums and returns (seq, payload, psh).
 fn check_segment(frame: &[u8]) -> (u32, Vec<u8>, bool) {
     let p = SlicedPacket::from_ethernet(frame).unwrap();
-    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        panic!("not IPv4")
+    };
     let hdr = ip.header().to_header();
-    assert_eq!(hdr.header_checksum, hdr.calc_header_checksum(), "IPv4 checksum");
-    let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("not TCP") };
+    assert_eq!(
+        hdr.header_checksum,
+        hdr.calc_header_checksum(),
+        "IPv4 checksum"
+    );
+    let Some(TransportSlice::Tcp(tcp)) = p.transport else {
+        panic!("not TCP")
+    };
     let expected = tcp
         .to_header()
         .calc_checksum_ipv4(&hdr, tcp.payload())
@@ -99,7 +107,10 @@ fn segments_merge_back_into_one_super_frame() {
     }
     let out = gro.take().unwrap().to_vec();
     let hdr = VnetHdr::parse(&out).unwrap();
-    assert_eq!((hdr.gso_type, hdr.gso_size, hdr.flags), (GSO_TCPV4, 1388, VNET_F_NEEDS_CSUM));
+    assert_eq!(
+        (hdr.gso_type, hdr.gso_size, hdr.flags),
+        (GSO_TCPV4, 1388, VNET_F_NEEDS_CSUM)
+    );
     let frame = &out[VNET_HDR_LEN..];
     // Re-cutting the merged frame (as the kernel would) gives the same segments.
     let mut complete = frame.to_vec();

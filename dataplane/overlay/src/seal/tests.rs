@@ -20,7 +20,9 @@ fn vni() -> Vni {
 }
 
 fn frame(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn seal(s: &Sealer, f: &[u8]) -> Vec<u8> {
@@ -66,10 +68,16 @@ fn every_tampered_byte_is_refused() {
     }
     let mut d = good.clone();
     d[0] &= !0x08; // I flag cleared
-    assert_eq!(Opener::new(Cipher::Aes256Gcm, &r).open(A, &mut d), Err(DropReason::BadVxlanFlags));
+    assert_eq!(
+        Opener::new(Cipher::Aes256Gcm, &r).open(A, &mut d),
+        Err(DropReason::BadVxlanFlags)
+    );
     // Another sender's address: the derived key differs.
     let mut d = good.clone();
-    assert_eq!(Opener::new(Cipher::Aes256Gcm, &r).open(B, &mut d), Err(DropReason::AuthFailure));
+    assert_eq!(
+        Opener::new(Cipher::Aes256Gcm, &r).open(B, &mut d),
+        Err(DropReason::AuthFailure)
+    );
 }
 
 #[test]
@@ -84,9 +92,18 @@ fn replays_plain_frames_and_unknown_keys() {
     plain.extend(frame(60, 0));
     plain.extend([0u8; 16]);
     assert_eq!(o.open(A, &mut plain), Err(DropReason::PlainOnEncrypted));
-    let other = Sealer::new(Cipher::Aes256Gcm, A, &ring(&[2], 2), NOW, RekeyPolicy::default());
-    assert_eq!(o.open(A, &mut seal(&other, &frame(60, 0))), Err(DropReason::UnknownKey));
-    assert_eq!(o.open(A, &mut vec![0x48; 30]), Err(DropReason::Malformed));
+    let other = Sealer::new(
+        Cipher::Aes256Gcm,
+        A,
+        &ring(&[2], 2),
+        NOW,
+        RekeyPolicy::default(),
+    );
+    assert_eq!(
+        o.open(A, &mut seal(&other, &frame(60, 0))),
+        Err(DropReason::UnknownKey)
+    );
+    assert_eq!(o.open(A, &mut [0x48; 30]), Err(DropReason::Malformed));
 }
 
 #[test]
@@ -118,15 +135,24 @@ fn rotation_in_dockers_order_loses_nothing() {
     assert_eq!(s.key_id(), 2);
     let under_2 = seal(&s, &frame(80, 2));
     assert!(o.open(A, &mut under_2.clone()).is_ok());
-    assert!(o.open(A, &mut in_flight_1.clone()).is_ok(), "key-1 frame in flight");
+    assert!(
+        o.open(A, &mut in_flight_1.clone()).is_ok(),
+        "key-1 frame in flight"
+    );
     // Step 3: key 1 retired.
     o.set_keys(&ring(&[2], 2));
-    assert_eq!(o.open(A, &mut seal_with_old(&one)), Err(DropReason::UnknownKey));
+    assert_eq!(
+        o.open(A, &mut seal_with_old(&one)),
+        Err(DropReason::UnknownKey)
+    );
     assert!(o.open(A, &mut seal(&s, &frame(80, 3))).is_ok());
 }
 
 fn seal_with_old(r: &KeyRing) -> Vec<u8> {
-    seal(&Sealer::new(Cipher::Aes256Gcm, A, r, NOW, RekeyPolicy::default()), &frame(80, 9))
+    seal(
+        &Sealer::new(Cipher::Aes256Gcm, A, r, NOW, RekeyPolicy::default()),
+        &frame(80, 9),
+    )
 }
 
 #[test]
@@ -141,9 +167,16 @@ fn rekey_keeps_in_flight_frames_and_stale_sessions_are_refused() {
     let second = seal(&s, &frame(50, 3));
     assert_ne!(first[8..16], second[8..16], "a new session");
     assert_eq!(first[16..24], [0, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(second[16..24], [0, 0, 0, 0, 0, 0, 0, 0], "counters restart per session");
+    assert_eq!(
+        second[16..24],
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        "counters restart per session"
+    );
     assert!(o.open(A, &mut second.clone()).is_ok());
-    assert!(o.open(A, &mut first_late.clone()).is_ok(), "previous session still open");
+    assert!(
+        o.open(A, &mut first_late.clone()).is_ok(),
+        "previous session still open"
+    );
     s.rekey(NOW);
     assert!(o.open(A, &mut seal(&s, &frame(50, 4))).is_ok());
     // Two sessions later the first one is stale; its frames are refused early.
@@ -155,7 +188,10 @@ fn rekey_keeps_in_flight_frames_and_stale_sessions_are_refused() {
 #[test]
 fn rekey_is_due_by_count_or_age() {
     let r = ring(&[1], 1);
-    let policy = RekeyPolicy { after_packets: 3, after: Duration::from_secs(60) };
+    let policy = RekeyPolicy {
+        after_packets: 3,
+        after: Duration::from_secs(60),
+    };
     let mut s = Sealer::new(Cipher::Aes256Gcm, A, &r, NOW, policy);
     assert!(!s.needs_rekey(NOW));
     for _ in 0..3 {
@@ -183,7 +219,10 @@ fn small_buffers_are_refused() {
     let r = ring(&[1], 1);
     let s = Sealer::new(Cipher::Aes256Gcm, A, &r, NOW, RekeyPolicy::default());
     let mut out = [0u8; 50];
-    assert!(matches!(s.seal(vni(), &frame(40, 0), &mut out), Err(SealError::BufferTooSmall { .. })));
+    assert!(matches!(
+        s.seal(vni(), &frame(40, 0), &mut out),
+        Err(SealError::BufferTooSmall { .. })
+    ));
 }
 
 #[test]

@@ -92,11 +92,17 @@ fn unicast_goes_to_local_or_remote_owner() {
     let (sw, _) = blue();
     let mut reply = [0u8; 64];
     let f = ipv4_frame(mac(2), mac(3), 100);
-    assert_eq!(sw.from_endpoint(EndpointId(1), &f, &mut reply), Verdict::Deliver(EndpointId(2)));
+    assert_eq!(
+        sw.from_endpoint(EndpointId(1), &f, &mut reply),
+        Verdict::Deliver(EndpointId(2))
+    );
     let f = ipv4_frame(mac(2), mac(4), 100);
     assert_eq!(
         sw.from_endpoint(EndpointId(1), &f, &mut reply),
-        Verdict::Forward { peer: NODE_B, vni: vni(4096) }
+        Verdict::Forward {
+            peer: NODE_B,
+            vni: vni(4096)
+        }
     );
 }
 
@@ -115,7 +121,10 @@ fn unknown_destination_spoofing_and_oversize_are_dropped() {
         Verdict::Drop(DropReason::SpoofedSource)
     );
     let ok = ipv4_frame(mac(2), mac(3), 1450 + 14);
-    assert_eq!(sw.from_endpoint(EndpointId(1), &ok, &mut reply), Verdict::Deliver(EndpointId(2)));
+    assert_eq!(
+        sw.from_endpoint(EndpointId(1), &ok, &mut reply),
+        Verdict::Deliver(EndpointId(2))
+    );
     let big = ipv4_frame(mac(2), mac(3), 1450 + 15);
     assert_eq!(
         sw.from_endpoint(EndpointId(1), &big, &mut reply),
@@ -165,7 +174,10 @@ fn underlay_frames_reach_only_local_endpoints_of_known_peers() {
     let (sw, _) = blue();
     let mut reply = [0u8; 64];
     let f = ipv4_frame(mac(4), mac(2), 100);
-    assert_eq!(sw.from_underlay(vni(4096), NODE_B, &f, &mut reply), Verdict::Deliver(EndpointId(1)));
+    assert_eq!(
+        sw.from_underlay(vni(4096), NODE_B, &f, &mut reply),
+        Verdict::Deliver(EndpointId(1))
+    );
     assert_eq!(
         sw.from_underlay(vni(4096), STRANGER, &f, &mut reply),
         Verdict::Drop(DropReason::UnknownPeer)
@@ -211,7 +223,10 @@ fn peers_come_and_go_with_their_endpoints() {
         Verdict::Drop(DropReason::UnknownPeer)
     );
     sw.add_peer(net, NODE_B).unwrap();
-    assert_eq!(sw.from_underlay(vni(4096), NODE_B, &f, &mut reply), Verdict::Deliver(EndpointId(1)));
+    assert_eq!(
+        sw.from_underlay(vni(4096), NODE_B, &f, &mut reply),
+        Verdict::Deliver(EndpointId(1))
+    );
     assert_eq!(sw.endpoints(net).len(), 2);
 }
 
@@ -228,7 +243,10 @@ fn moving_an_endpoint_updates_both_tables() {
     let f = ipv4_frame(mac(2), mac(4), 100);
     assert_eq!(
         sw.from_endpoint(EndpointId(1), &f, &mut reply),
-        Verdict::Forward { peer: STRANGER, vni: vni(4096) }
+        Verdict::Forward {
+            peer: STRANGER,
+            vni: vni(4096)
+        }
     );
     // Node B held only that endpoint, so it is no longer a peer.
     let back = ipv4_frame(mac(4), mac(2), 100);
@@ -244,18 +262,31 @@ fn conflicting_tables_are_refused_with_a_reason() {
     let err = sw
         .upsert_endpoint(
             net,
-            EndpointRecord { ip: ip(2), mac: mac(99), location: Location::Remote(NODE_B) },
+            EndpointRecord {
+                ip: ip(2),
+                mac: mac(99),
+                location: Location::Remote(NODE_B),
+            },
         )
         .unwrap_err();
     assert!(err.to_string().contains("10.0.0.2"), "{err}");
     let err = sw
-        .add_network(NetworkSpec { name: "red".into(), vni: vni(4096), mtu: 1450, encrypted: true })
+        .add_network(NetworkSpec {
+            name: "red".into(),
+            vni: vni(4096),
+            mtu: 1450,
+            encrypted: true,
+        })
         .unwrap_err();
     assert!(err.to_string().contains("blue"), "{err}");
     let err = sw
         .upsert_endpoint(
             net,
-            EndpointRecord { ip: ip(50), mac: mac(50), location: Location::Local(EndpointId(1)) },
+            EndpointRecord {
+                ip: ip(50),
+                mac: mac(50),
+                location: Location::Local(EndpointId(1)),
+            },
         )
         .unwrap_err();
     assert_eq!(err, TableError::EndpointInUse(EndpointId(1)));
@@ -265,11 +296,20 @@ fn conflicting_tables_are_refused_with_a_reason() {
 fn two_networks_are_isolated() {
     let (mut sw, _) = blue();
     let red = sw
-        .add_network(NetworkSpec { name: "red".into(), vni: vni(4097), mtu: 1418, encrypted: true })
+        .add_network(NetworkSpec {
+            name: "red".into(),
+            vni: vni(4097),
+            mtu: 1418,
+            encrypted: true,
+        })
         .unwrap();
     sw.upsert_endpoint(
         red,
-        EndpointRecord { ip: ip(5), mac: mac(5), location: Location::Local(EndpointId(3)) },
+        EndpointRecord {
+            ip: ip(5),
+            mac: mac(5),
+            location: Location::Local(EndpointId(3)),
+        },
     )
     .unwrap();
     let mut reply = [0u8; 64];
