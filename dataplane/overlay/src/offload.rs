@@ -315,8 +315,10 @@ impl TcpCoalescer {
                 Push::Alone
             };
         }
+        // The frame without any Ethernet padding after the IP packet.
+        let used = &frame[..ETH_LEN + IPV4_LEN + key.tcp_len + payload.len()];
         let Some(cur) = self.key else {
-            self.start(frame, key, seq, payload.len(), flags);
+            self.start(used, key, seq, payload.len(), flags);
             return Push::Merged;
         };
         if self.closed || cur != key || seq != self.next_seq || payload.len() > self.gso_size {

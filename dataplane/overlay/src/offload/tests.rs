@@ -144,6 +144,18 @@ fn gaps_other_flows_and_control_segments_flush() {
 }
 
 #[test]
+fn ethernet_padding_is_not_merged_into_the_stream() {
+    let segs = cut(&tcp_frame(0, &pattern(1388 * 2), false), 1388);
+    let mut padded = segs[0].clone();
+    padded.extend_from_slice(&[0xee; 6]);
+    let mut gro = TcpCoalescer::new();
+    assert_eq!(gro.push(&padded), Push::Merged);
+    assert_eq!(gro.push(&segs[1]), Push::Merged);
+    let merged = gro.take().unwrap();
+    assert_eq!(&merged[VNET_HDR_LEN + 66..], &pattern(1388 * 2)[..]);
+}
+
+#[test]
 fn a_short_segment_closes_the_run() {
     let segs = cut(&tcp_frame(0, &pattern(1388 + 100), false), 1388);
     let next = cut(&tcp_frame(1488, &pattern(1388), false), 1388);
