@@ -37,13 +37,40 @@ fn a_node_that_lost_the_key_cannot_read_the_network() {
     let cluster = Cluster::start(2, &[NetDef::blue(true)], &uniform_tasks(2, 1), &[]).unwrap();
     let b_ip = cluster.tasks[1].ip;
     assert!(cluster.ping(0, b_ip));
-    // Node 0 alone jumps to key 2, skipping the "accept first" step.
+    // Node 0 alone jumps to key 2, skipping the "accept first" step, with the CLI.
     let sock = cluster.sockets[0].as_ref().unwrap();
-    let body = format!(r#"{{"keys":[{{"id":2,"secret":"{KEY2}"}}],"tx":2}}"#);
-    let (code, resp) =
-        crate::cluster::http(sock, "PUT", "/v1/networks/blue/keys", Some(&body)).unwrap();
-    assert_eq!(code, 204, "{resp}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "dataplane",
+            "keys",
+            "blue",
+            "--key",
+            &format!("2:{KEY2}"),
+            "--tx",
+            "2",
+        ])
+        .arg("--control")
+        .arg(sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!cluster.ping(0, b_ip));
-    let drops = cluster.drops(1).unwrap();
-    assert!(drops["unknown_key"] > 0, "{drops:?}");
+    // Node 1's counters, read with the CLI as an operator would.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["dataplane", "status", "--control"])
+        .arg(cluster.sockets[1].as_ref().unwrap())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let unknown_key: u64 = table
+        .lines()
+        .find_map(|l| l.strip_prefix("unknown_key"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no unknown_key row in:\n{table}"));
+    assert!(unknown_key > 0, "{table}");
+    assert_eq!(cluster.drops(1).unwrap()["unknown_key"], unknown_key);
 }
