@@ -2,9 +2,11 @@
 //! and one for housekeeping (rekeying).
 //!
 //! Each thread blocks in `poll(2)` on its descriptor with a short timeout, then
-//! drains it without blocking. The decisions come from the pure core
-//! ([`Switch`], [`Sealer`], [`Opener`]); this module only moves bytes between
-//! descriptors and counts what it drops.
+//! drains it without blocking ([`crate::forward`] holds the loops and the
+//! offload fast path). The decisions come from the pure core ([`Switch`],
+//! [`Sealer`], [`Opener`]); the driver only moves bytes between descriptors and
+//! counts what it drops. This module owns start-up, shutdown and the calls that
+//! change tables and keys.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -14,24 +16,22 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal_overlay::counters::{DropCounters, DropReason};
+use shoal_overlay::counters::DropCounters;
 use shoal_overlay::keys::KeyRing;
 use shoal_overlay::mac::MacAddr;
-use shoal_overlay::seal::{Opener, RekeyPolicy, Sealer, SEAL_HEADER_LEN, TAG_LEN};
+use shoal_overlay::seal::{Opener, RekeyPolicy, Sealer};
 use shoal_overlay::switch::{
-    EndpointId, EndpointRecord, Location, NetworkId, NetworkSpec, Switch, TableError, Verdict,
+    EndpointId, EndpointRecord, Location, NetworkId, NetworkSpec, Switch, TableError,
 };
-use shoal_overlay::vxlan::{Vni, VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
-use shoal_sys::poll::wait_readable;
 use shoal_sys::tap::Tap;
+use shoal_sys::udp;
 
 use crate::config::{ConfigError, DataPlaneConfig, RemoteEndpoint};
 use crate::endpoint;
+use crate::forward::{self, POLL_INTERVAL};
 
-/// How long a thread waits in `poll` before checking for shutdown.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// Buffer size: the largest frame a TAP can hand us, plus headers and tag.
-const BUF_LEN: usize = 65536 + VXLAN_HEADER_LEN + SEAL_HEADER_LEN + TAG_LEN;
+/// Socket buffers: room for a few GSO/GRO batches in flight.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// A failure to start or to change the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -86,23 +86,23 @@ pub struct FrameStats {
     pub arp_replies: AtomicU64,
 }
 
-struct NetCrypto {
-    sealer: RwLock<Sealer>,
-    opener: Mutex<Opener>,
+pub(crate) struct NetCrypto {
+    pub(crate) sealer: RwLock<Sealer>,
+    pub(crate) opener: Mutex<Opener>,
 }
 
-struct Shared {
-    node_addr: IpAddr,
-    peer_port: u16,
-    switch: RwLock<Switch>,
+pub(crate) struct Shared {
+    pub(crate) node_addr: IpAddr,
+    pub(crate) peer_port: u16,
+    pub(crate) switch: RwLock<Switch>,
     /// Indexed by `NetworkId`; `None` for plain networks.
-    crypto: Vec<Option<NetCrypto>>,
+    pub(crate) crypto: Vec<Option<NetCrypto>>,
     /// Indexed by `EndpointId`.
-    taps: Vec<Tap>,
-    udp: UdpSocket,
-    drops: DropCounters,
-    stats: FrameStats,
-    stop: AtomicBool,
+    pub(crate) taps: Vec<Tap>,
+    pub(crate) udp: UdpSocket,
+    pub(crate) drops: DropCounters,
+    pub(crate) stats: FrameStats,
+    pub(crate) stop: AtomicBool,
 }
 
 /// A running data plane. Dropping it stops its threads and removes its TAP
@@ -118,7 +118,7 @@ fn now_since_epoch() -> Duration {
         .unwrap_or_default()
 }
 
-fn lock_poisoned<T>(r: std::sync::LockResult<T>) -> T {
+pub(crate) fn lock_poisoned<T>(r: std::sync::LockResult<T>) -> T {
     // A panicking data-plane thread leaves tables that are still consistent
     // (every update is a single insert/remove), so carry on with them.
     r.unwrap_or_else(|e| e.into_inner())
@@ -191,6 +191,13 @@ impl DataPlane {
                 addr: config.listen,
                 source,
             })?;
+        // GRO hands over runs of datagrams in one read; without it (old kernels)
+        // the loop simply sees one datagram at a time.
+        if let Err(e) = udp::set_udp_gro(udp.as_fd(), true) {
+            tracing::warn!(error = %e, "UDP GRO unavailable; receiving datagram by datagram");
+        }
+        let _ = udp::set_recv_buffer(udp.as_fd(), SOCKET_BUFFER);
+        let _ = udp::set_send_buffer(udp.as_fd(), SOCKET_BUFFER);
 
         let shared = Arc::new(Shared {
             node_addr: config.node_addr,
@@ -211,11 +218,11 @@ impl DataPlane {
         for i in 0..shared.taps.len() {
             let s = shared.clone();
             dp.spawn(format!("tap{i}"), move || {
-                endpoint_loop(&s, EndpointId(i as u32))
+                forward::endpoint_loop(&s, EndpointId(i as u32))
             })?;
         }
         let s = shared.clone();
-        dp.spawn("vxlan-rx".into(), move || underlay_loop(&s))?;
+        dp.spawn("vxlan-rx".into(), move || forward::underlay_loop(&s))?;
         let s = shared;
         dp.spawn("rekey".into(), move || housekeeping_loop(&s))?;
         Ok(dp)
@@ -331,172 +338,6 @@ fn remote_record(r: &RemoteEndpoint) -> EndpointRecord {
         mac: r.mac,
         location: Location::Remote(r.node),
     }
-}
-
-/// Reads frames from one TAP device until shutdown.
-fn endpoint_loop(s: &Shared, ep: EndpointId) {
-    let tap = &s.taps[ep.0 as usize];
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut out = vec![0u8; BUF_LEN];
-    while !s.stop.load(Ordering::Relaxed) {
-        match wait_readable(tap.as_fd(), POLL_INTERVAL) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(_) => {
-                s.drops.record(DropReason::IoError);
-                std::thread::sleep(POLL_INTERVAL);
-                continue;
-            }
-        }
-        // Drain: the TAP is non-blocking, so a read that would block ends the burst.
-        loop {
-            let n = match tap.read(&mut buf[VXLAN_HEADER_LEN..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    s.drops.record(DropReason::IoError);
-                    break;
-                }
-            };
-            s.stats.endpoint_rx.fetch_add(1, Ordering::Relaxed);
-            handle_endpoint_frame(s, ep, &mut buf[..VXLAN_HEADER_LEN + n], &mut out);
-        }
-    }
-}
-
-/// `buf` holds the frame at offset `VXLAN_HEADER_LEN`, with the header room free.
-fn handle_endpoint_frame(s: &Shared, ep: EndpointId, buf: &mut [u8], out: &mut [u8]) {
-    let verdict = {
-        let sw = lock_poisoned(s.switch.read());
-        sw.from_endpoint(ep, &buf[VXLAN_HEADER_LEN..], out)
-    };
-    match verdict {
-        Verdict::Deliver(to) => write_endpoint(s, to, &buf[VXLAN_HEADER_LEN..]),
-        Verdict::Reply(n) => {
-            s.stats.arp_replies.fetch_add(1, Ordering::Relaxed);
-            write_endpoint(s, ep, &out[..n]);
-        }
-        Verdict::Forward { peer, vni } => send_to_peer(s, peer, vni, buf, out),
-        Verdict::Drop(reason) => s.drops.record(reason),
-    }
-}
-
-/// Encapsulates the frame at `buf[VXLAN_HEADER_LEN..]` and sends it to `peer`.
-/// `scratch` receives the sealed frame on encrypted networks.
-fn send_to_peer(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], scratch: &mut [u8]) {
-    let net = lock_poisoned(s.switch.read()).network_by_vni(vni);
-    let Some(net) = net else {
-        s.drops.record(DropReason::UnknownVni);
-        return;
-    };
-    let dst = SocketAddr::new(peer, s.peer_port);
-    let datagram: &[u8] = match &s.crypto[net.0 as usize] {
-        None => {
-            let mut pkt = VxlanPacket::new_unchecked(&mut buf[..]);
-            VxlanRepr { vni, sealed: None }.emit(&mut pkt);
-            buf
-        }
-        Some(c) => {
-            let sealer = lock_poisoned(c.sealer.read());
-            match sealer.seal(vni, &buf[VXLAN_HEADER_LEN..], scratch) {
-                Ok(n) => &scratch[..n],
-                Err(_) => {
-                    s.drops.record(DropReason::IoError);
-                    return;
-                }
-            }
-        }
-    };
-    match s.udp.send_to(datagram, dst) {
-        Ok(_) => {
-            s.stats.underlay_tx.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(_) => s.drops.record(DropReason::IoError),
-    }
-}
-
-fn write_endpoint(s: &Shared, ep: EndpointId, frame: &[u8]) {
-    match s.taps[ep.0 as usize].write(frame) {
-        Ok(_) => {
-            s.stats.endpoint_tx.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(_) => s.drops.record(DropReason::IoError),
-    }
-}
-
-/// Receives VXLAN datagrams until shutdown.
-fn underlay_loop(s: &Shared) {
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut reply = vec![0u8; BUF_LEN];
-    while !s.stop.load(Ordering::Relaxed) {
-        match wait_readable(s.udp.as_fd(), POLL_INTERVAL) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(_) => {
-                s.drops.record(DropReason::IoError);
-                std::thread::sleep(POLL_INTERVAL);
-                continue;
-            }
-        }
-        loop {
-            let (n, from) = match s.udp.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    s.drops.record(DropReason::IoError);
-                    break;
-                }
-            };
-            s.stats.underlay_rx.fetch_add(1, Ordering::Relaxed);
-            if let Err(reason) = handle_datagram(s, from.ip(), &mut buf[..n], &mut reply) {
-                s.drops.record(reason);
-            }
-        }
-    }
-}
-
-fn handle_datagram(
-    s: &Shared,
-    sender: IpAddr,
-    datagram: &mut [u8],
-    reply: &mut [u8],
-) -> Result<(), DropReason> {
-    let repr = {
-        let pkt = VxlanPacket::new_checked(&datagram[..]).map_err(|_| DropReason::Malformed)?;
-        VxlanRepr::parse(&pkt)?
-    };
-    let net = lock_poisoned(s.switch.read())
-        .network_by_vni(repr.vni)
-        .ok_or(DropReason::UnknownVni)?;
-    let inner: &[u8] = match (&s.crypto[net.0 as usize], repr.sealed) {
-        (Some(_), None) => return Err(DropReason::PlainOnEncrypted),
-        (None, Some(_)) => return Err(DropReason::SealedOnPlain),
-        (None, None) => &datagram[VXLAN_HEADER_LEN..],
-        (Some(c), Some(_)) => lock_poisoned(c.opener.lock()).open(sender, datagram)?,
-    };
-    let verdict = lock_poisoned(s.switch.read()).from_underlay(
-        repr.vni,
-        sender,
-        inner,
-        &mut reply[VXLAN_HEADER_LEN..],
-    );
-    match verdict {
-        Verdict::Deliver(to) => write_endpoint(s, to, inner),
-        Verdict::Reply(n) => {
-            s.stats.arp_replies.fetch_add(1, Ordering::Relaxed);
-            // The received datagram is spent: reuse it as the sealing scratch space.
-            send_to_peer(
-                s,
-                sender,
-                repr.vni,
-                &mut reply[..VXLAN_HEADER_LEN + n],
-                datagram,
-            );
-        }
-        Verdict::Forward { .. } => return Err(DropReason::UnknownDestination),
-        Verdict::Drop(reason) => return Err(reason),
-    }
-    Ok(())
 }
 
 /// Rekeys sealers whose session is due, once a second.

@@ -10,5 +10,6 @@
 pub mod config;
 mod dataplane;
 mod endpoint;
+mod forward;
 
 pub use dataplane::{DataPlane, DataPlaneError, FrameStats};

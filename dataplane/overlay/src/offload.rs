@@ -144,9 +144,28 @@ pub fn complete_checksum(frame: &mut [u8], hdr: &VnetHdr) -> Result<(), DropReas
     if at + 2 > frame.len() {
         return Err(DropReason::Malformed);
     }
-    let c = !checksum_fold(checksum_add(0, &frame[start..]));
+    let mut c = !checksum_fold(checksum_add(0, &frame[start..]));
+    // UDP (checksum at offset 6) sends a computed zero as 0xffff: zero means
+    // "no checksum" there (RFC 768).
+    if c == 0 && hdr.csum_offset == 6 {
+        c = 0xffff;
+    }
     frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
     Ok(())
+}
+
+/// True when `frame` is an IPv4 TCP segment whose IPv4 and TCP checksums verify.
+pub fn ipv4_tcp_checksum_valid(frame: &[u8]) -> bool {
+    let Some((key, _, payload, _)) = parse_segment(frame) else {
+        return false;
+    };
+    let ip = &frame[ETH_LEN..];
+    if checksum_fold(checksum_add(0, &ip[..IPV4_LEN])) != 0xffff {
+        return false;
+    }
+    let l4_len = key.tcp_len + payload.len();
+    let tcp = &ip[IPV4_LEN..IPV4_LEN + l4_len];
+    checksum_fold(pseudo_header_sum(ip, l4_len) + checksum_add(0, tcp)) == 0xffff
 }
 
 /// How a TCP/IPv4 super-frame is cut.

@@ -166,6 +166,15 @@ fn a_short_segment_closes_the_run() {
 }
 
 #[test]
+fn checksums_are_verified() {
+    let mut frame = tcp_frame(1, &pattern(500), false);
+    assert!(ipv4_tcp_checksum_valid(&frame));
+    frame[100] ^= 1;
+    assert!(!ipv4_tcp_checksum_valid(&frame));
+    assert!(!ipv4_tcp_checksum_valid(&[0u8; 20]));
+}
+
+#[test]
 fn partial_checksums_are_completed() {
     let mut frame = tcp_frame(9, &pattern(300), false);
     let good = frame.clone();

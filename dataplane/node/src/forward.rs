@@ -1,0 +1,384 @@
+//! The per-frame loops: TAP to underlay and underlay to TAP, with offloads.
+//!
+//! Every TAP runs with `IFF_VNET_HDR` and TSO: one read may return a TCP
+//! super-frame of up to 64 KiB behind a `virtio_net_hdr`. Towards a peer it is
+//! cut into MTU-sized segments ([`TsoPlan`]), each encapsulated (or sealed in
+//! place) at a fixed stride in one buffer, and the buffer leaves in one UDP GSO
+//! `sendmsg`. The VXLAN socket runs with UDP GRO: one `recvmsg` returns a run of
+//! datagrams; their inner TCP segments are merged again ([`TcpCoalescer`]) and
+//! reach the task's TAP in one `write`. A super-frame for an endpoint on the same
+//! node is written to its TAP untouched.
+//!
+//! Buffer layout. Endpoint side: `[HEADROOM-10 .. HEADROOM)` holds the virtio
+//! header and the frame starts at `HEADROOM` (= 24, room for a VXLAN or sealed
+//! header in front). Underlay side: datagrams land at `RX_HEADROOM`, so the 10
+//! bytes before any inner frame are free for a virtio header.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use shoal_overlay::counters::DropReason;
+use shoal_overlay::offload::{
+    complete_checksum, ipv4_tcp_checksum_valid, Push, TcpCoalescer, TsoPlan, VnetHdr, VNET_HDR_LEN,
+};
+use shoal_overlay::seal::{SEALED_PAYLOAD_AT, TAG_LEN};
+use shoal_overlay::switch::{EndpointId, Verdict, ARP_FRAME_LEN};
+use shoal_overlay::vxlan::{Vni, VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
+use shoal_sys::poll::wait_readable;
+use shoal_sys::udp::{recv_gro, send_gso, MAX_GSO_SEGMENTS};
+
+use crate::dataplane::{lock_poisoned, Shared};
+
+/// How long a thread waits in `poll` before checking for shutdown.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Room in front of a frame read from a TAP: enough for a sealed header.
+const HEADROOM: usize = SEALED_PAYLOAD_AT;
+/// Room in front of a received datagram, for a virtio header before its inner frame.
+const RX_HEADROOM: usize = 16;
+/// The largest frame a TAP hands over, plus its virtio header.
+const MAX_READ: usize = VNET_HDR_LEN + 65535 + 14;
+/// The largest UDP payload one (GSO) send may carry over IPv4.
+const MAX_UDP_PAYLOAD: usize = 65507;
+
+/// Per-thread scratch buffers, allocated once.
+struct Buffers {
+    frame: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Buffers {
+    fn new() -> Self {
+        Buffers {
+            frame: vec![0u8; HEADROOM + MAX_READ + TAG_LEN],
+            // Enough for one GSO batch: 64 segments of at most 64 KiB in all, plus
+            // per-segment headers and tags.
+            out: vec![0u8; 2 * 65536 + MAX_GSO_SEGMENTS * (SEALED_PAYLOAD_AT + TAG_LEN + 80)],
+        }
+    }
+}
+
+/// Reads frames from one TAP device until shutdown.
+pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId) {
+    let tap = &s.taps[ep.0 as usize];
+    let mut b = Buffers::new();
+    while !s.stop.load(Ordering::Relaxed) {
+        match wait_readable(tap.as_fd(), POLL_INTERVAL) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => {
+                s.drops.record(DropReason::IoError);
+                std::thread::sleep(POLL_INTERVAL);
+                continue;
+            }
+        }
+        // Drain: the TAP is non-blocking, so a read that would block ends the burst.
+        loop {
+            let start = HEADROOM - VNET_HDR_LEN;
+            let n = match tap.read(&mut b.frame[start..start + MAX_READ]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    s.drops.record(DropReason::IoError);
+                    break;
+                }
+            };
+            s.stats.endpoint_rx.fetch_add(1, Ordering::Relaxed);
+            if n < VNET_HDR_LEN {
+                s.drops.record(DropReason::Malformed);
+                continue;
+            }
+            if let Err(reason) = handle_endpoint_frame(s, ep, &mut b, n - VNET_HDR_LEN) {
+                s.drops.record(reason);
+            }
+        }
+    }
+}
+
+/// `b.frame` holds the virtio header at `HEADROOM - 10` and `len` frame bytes at `HEADROOM`.
+fn handle_endpoint_frame(
+    s: &Shared,
+    ep: EndpointId,
+    b: &mut Buffers,
+    len: usize,
+) -> Result<(), DropReason> {
+    let hdr = VnetHdr::parse(&b.frame[HEADROOM - VNET_HDR_LEN..])?;
+    let frame_end = HEADROOM + len;
+    let plan = if hdr.is_gso() {
+        Some(TsoPlan::new(&b.frame[HEADROOM..frame_end], &hdr)?)
+    } else {
+        None
+    };
+    // The switch judges a super-frame by its headers and the size of one segment.
+    let judged = plan.map_or(len, |p| p.segment_len(0));
+    let verdict = {
+        let sw = lock_poisoned(s.switch.read());
+        sw.from_endpoint(
+            ep,
+            &b.frame[HEADROOM..HEADROOM + judged],
+            &mut b.out[VNET_HDR_LEN..],
+        )
+    };
+    match verdict {
+        // Same node: the virtio header travels with the frame, offloads intact.
+        Verdict::Deliver(to) => write_endpoint(s, to, &b.frame[HEADROOM - VNET_HDR_LEN..frame_end]),
+        Verdict::Reply(n) => {
+            s.stats.arp_replies.fetch_add(1, Ordering::Relaxed);
+            VnetHdr::default().emit(&mut b.out[..VNET_HDR_LEN]);
+            write_endpoint(s, ep, &b.out[..VNET_HDR_LEN + n]);
+        }
+        Verdict::Forward { peer, vni } => match plan {
+            Some(plan) => send_segments(
+                s,
+                peer,
+                vni,
+                &b.frame[HEADROOM..frame_end],
+                &plan,
+                &mut b.out,
+            ),
+            None => {
+                complete_checksum(&mut b.frame[HEADROOM..frame_end], &hdr)?;
+                send_one(s, peer, vni, &mut b.frame[..frame_end + TAG_LEN], len);
+            }
+        },
+        Verdict::Drop(reason) => return Err(reason),
+    }
+    Ok(())
+}
+
+fn is_sealed_network(s: &Shared, vni: Vni) -> Result<bool, DropReason> {
+    let net = lock_poisoned(s.switch.read())
+        .network_by_vni(vni)
+        .ok_or(DropReason::UnknownVni)?;
+    Ok(s.crypto[net.0 as usize].is_some())
+}
+
+/// Encapsulates (or seals) the frame at `buf[HEADROOM..HEADROOM + len]` in place
+/// and sends it. `buf` has [`TAG_LEN`] bytes of room after the frame.
+pub(crate) fn send_one(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], len: usize) {
+    let net = lock_poisoned(s.switch.read()).network_by_vni(vni);
+    let Some(net) = net else {
+        s.drops.record(DropReason::UnknownVni);
+        return;
+    };
+    let datagram: &[u8] = match &s.crypto[net.0 as usize] {
+        None => {
+            let at = HEADROOM - VXLAN_HEADER_LEN;
+            let mut pkt = VxlanPacket::new_unchecked(&mut buf[at..HEADROOM]);
+            VxlanRepr { vni, sealed: None }.emit(&mut pkt);
+            &buf[at..HEADROOM + len]
+        }
+        Some(c) => {
+            let sealer = lock_poisoned(c.sealer.read());
+            match sealer.seal_in_place(vni, &mut buf[..HEADROOM + len + TAG_LEN], len) {
+                Ok(n) => &buf[..n],
+                Err(_) => {
+                    s.drops.record(DropReason::IoError);
+                    return;
+                }
+            }
+        }
+    };
+    match s.udp.send_to(datagram, SocketAddr::new(peer, s.peer_port)) {
+        Ok(_) => {
+            s.stats.underlay_tx.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => s.drops.record(DropReason::IoError),
+    }
+}
+
+/// Cuts a super-frame, encapsulates every segment at a fixed stride in `out`,
+/// and sends them with as few GSO sends as the UDP limits allow.
+fn send_segments(s: &Shared, peer: IpAddr, vni: Vni, frame: &[u8], plan: &TsoPlan, out: &mut [u8]) {
+    let sealed = match is_sealed_network(s, vni) {
+        Ok(x) => x,
+        Err(r) => return s.drops.record(r),
+    };
+    let (prefix, suffix) = if sealed {
+        (SEALED_PAYLOAD_AT, TAG_LEN)
+    } else {
+        (VXLAN_HEADER_LEN, 0)
+    };
+    let stride = prefix + plan.headers_len + plan.mss + suffix;
+    let per_send = (MAX_UDP_PAYLOAD / stride).clamp(1, MAX_GSO_SEGMENTS);
+    let dst = SocketAddr::new(peer, s.peer_port);
+    let net = lock_poisoned(s.switch.read()).network_by_vni(vni);
+    let crypto = net.and_then(|n| s.crypto[n.0 as usize].as_ref());
+    let sealer = crypto.map(|c| lock_poisoned(c.sealer.read()));
+    let mut first = 0;
+    while first < plan.count {
+        let last = (first + per_send).min(plan.count);
+        let mut used = 0;
+        for i in first..last {
+            let at = (i - first) * stride;
+            let seg = plan.write_segment(frame, i, &mut out[at + prefix..]);
+            used = match &sealer {
+                Some(sealer) => {
+                    match sealer.seal_in_place(vni, &mut out[at..at + prefix + seg + suffix], seg) {
+                        Ok(n) => at + n,
+                        Err(_) => return s.drops.record(DropReason::IoError),
+                    }
+                }
+                None => {
+                    let mut pkt = VxlanPacket::new_unchecked(&mut out[at..at + VXLAN_HEADER_LEN]);
+                    VxlanRepr { vni, sealed: None }.emit(&mut pkt);
+                    at + prefix + seg
+                }
+            };
+        }
+        let segments = (last - first) as u64;
+        match send_gso(s.udp.as_fd(), dst, &out[..used], stride as u16) {
+            Ok(_) => {
+                s.stats.underlay_tx.fetch_add(segments, Ordering::Relaxed);
+            }
+            Err(_) => s.drops.add(DropReason::IoError, segments),
+        }
+        first = last;
+    }
+}
+
+/// Writes `bytes` (virtio header first) to a local endpoint.
+fn write_endpoint(s: &Shared, ep: EndpointId, bytes: &[u8]) {
+    match s.taps[ep.0 as usize].write(bytes) {
+        Ok(_) => {
+            s.stats.endpoint_tx.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => s.drops.record(DropReason::IoError),
+    }
+}
+
+/// Merges TCP segments bound for one endpoint.
+struct Gro {
+    coalescer: TcpCoalescer,
+    target: Option<EndpointId>,
+}
+
+impl Gro {
+    fn flush(&mut self, s: &Shared) {
+        if let Some(to) = self.target.take() {
+            if let Some(bytes) = self.coalescer.take() {
+                write_endpoint(s, to, bytes);
+            }
+        }
+    }
+}
+
+/// Receives VXLAN datagrams until shutdown.
+pub(crate) fn underlay_loop(s: &Shared) {
+    let mut buf = vec![0u8; RX_HEADROOM + 65536 + 1024];
+    let mut reply = vec![0u8; HEADROOM + ARP_FRAME_LEN + TAG_LEN];
+    let mut gro = Gro {
+        coalescer: TcpCoalescer::new(),
+        target: None,
+    };
+    while !s.stop.load(Ordering::Relaxed) {
+        match wait_readable(s.udp.as_fd(), POLL_INTERVAL) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => {
+                s.drops.record(DropReason::IoError);
+                std::thread::sleep(POLL_INTERVAL);
+                continue;
+            }
+        }
+        loop {
+            let (n, from, segment) = match recv_gro(s.udp.as_fd(), &mut buf[RX_HEADROOM..]) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    s.drops.record(DropReason::IoError);
+                    break;
+                }
+            };
+            let size = segment.map_or(n, usize::from).max(1);
+            let mut at = RX_HEADROOM;
+            while at < RX_HEADROOM + n {
+                let end = (at + size).min(RX_HEADROOM + n);
+                s.stats.underlay_rx.fetch_add(1, Ordering::Relaxed);
+                if let Err(reason) =
+                    handle_datagram(s, from.ip(), &mut buf, at, end, &mut reply, &mut gro)
+                {
+                    s.drops.record(reason);
+                }
+                at = end;
+            }
+            gro.flush(s);
+        }
+    }
+}
+
+/// Handles the datagram at `buf[at..end]`; `buf[at - 10..at]` may be overwritten.
+fn handle_datagram(
+    s: &Shared,
+    sender: IpAddr,
+    buf: &mut [u8],
+    at: usize,
+    end: usize,
+    reply: &mut [u8],
+    gro: &mut Gro,
+) -> Result<(), DropReason> {
+    let repr = {
+        let pkt = VxlanPacket::new_checked(&buf[at..end]).map_err(|_| DropReason::Malformed)?;
+        VxlanRepr::parse(&pkt)?
+    };
+    let net = lock_poisoned(s.switch.read())
+        .network_by_vni(repr.vni)
+        .ok_or(DropReason::UnknownVni)?;
+    let crypto = &s.crypto[net.0 as usize];
+    let (inner_at, inner_len) = match (crypto, repr.sealed) {
+        (Some(_), None) => return Err(DropReason::PlainOnEncrypted),
+        (None, Some(_)) => return Err(DropReason::SealedOnPlain),
+        (None, None) => (at + VXLAN_HEADER_LEN, end - at - VXLAN_HEADER_LEN),
+        (Some(c), Some(_)) => {
+            let inner = lock_poisoned(c.opener.lock()).open(sender, &mut buf[at..end])?;
+            (at + SEALED_PAYLOAD_AT, inner.len())
+        }
+    };
+    let inner_end = inner_at + inner_len;
+    let verdict = lock_poisoned(s.switch.read()).from_underlay(
+        repr.vni,
+        sender,
+        &buf[inner_at..inner_end],
+        &mut reply[HEADROOM..],
+    );
+    match verdict {
+        Verdict::Deliver(to) => {
+            let frame = &buf[inner_at..inner_end];
+            // Sealed frames are authenticated end to end; plain ones may have
+            // crossed a path without UDP checksums, so verify before merging.
+            let mergeable = crypto.is_some() || ipv4_tcp_checksum_valid(frame);
+            if gro.target.is_some_and(|t| t != to) {
+                gro.flush(s);
+            }
+            let push = if mergeable {
+                gro.coalescer.push(frame)
+            } else {
+                Push::Alone
+            };
+            let push = match push {
+                Push::Flush => {
+                    gro.flush(s);
+                    gro.coalescer.push(frame)
+                }
+                other => other,
+            };
+            match push {
+                Push::Merged => gro.target = Some(to),
+                Push::Alone | Push::Flush => {
+                    gro.flush(s);
+                    VnetHdr::default().emit(&mut buf[inner_at - VNET_HDR_LEN..inner_at]);
+                    write_endpoint(s, to, &buf[inner_at - VNET_HDR_LEN..inner_end]);
+                }
+            }
+        }
+        Verdict::Reply(n) => {
+            s.stats.arp_replies.fetch_add(1, Ordering::Relaxed);
+            send_one(s, sender, repr.vni, &mut reply[..HEADROOM + n + TAG_LEN], n);
+        }
+        Verdict::Forward { .. } => return Err(DropReason::UnknownDestination),
+        Verdict::Drop(reason) => return Err(reason),
+    }
+    Ok(())
+}
