@@ -1,1 +1,5 @@
+//! Shoal's benchmarks. Benchmarks measure; tests assert behaviour. Every figure
+//! here is compared with a peer measured in the same run.
 #![forbid(unsafe_code)]
+
+pub mod overlay;

@@ -1,0 +1,59 @@
+//! `shoal-bench`: the overlay comparison and friends.
+//!
+//! `cargo run --release -p shoal-bench -- overlay` builds two nodes with the
+//! topology crate and measures, in one run, veth, the kernel's VXLAN, and shoal
+//! plain and encrypted. The binary doubles as `shoald` (`shoal-bench shoald ...`)
+//! so the daemon measured is always the one built with it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use shoal_bench::overlay;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("shoald") => shoal_daemon::main_from(&args[1..]),
+        Some("overlay") => {
+            let mut settings = overlay::Settings {
+                seconds: 5,
+                pings: 200,
+                out_dir: PathBuf::from("target/bench"),
+            };
+            let mut rest = args[2..].iter();
+            while let Some(a) = rest.next() {
+                let value = rest.next();
+                match (a.as_str(), value.and_then(|v| v.parse::<u32>().ok())) {
+                    ("--seconds", Some(v)) if v > 0 && v <= 60 => settings.seconds = v,
+                    ("--pings", Some(v)) if v > 0 && v <= 10_000 => settings.pings = v,
+                    _ => {
+                        eprintln!("shoal-bench overlay: unknown or invalid option {a:?} (use --seconds 1..=60, --pings 1..=10000)");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            match overlay::run(&settings) {
+                Ok(rows) => {
+                    print!("{}", overlay::render(&rows));
+                    if let Err(e) = overlay::write_files(&rows, &settings.out_dir) {
+                        eprintln!("shoal-bench: cannot write results: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                    eprintln!(
+                        "results in {}/overlay.{{json,csv}}",
+                        settings.out_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shoal-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: shoal-bench overlay [--seconds N] [--pings N]");
+            ExitCode::FAILURE
+        }
+    }
+}
