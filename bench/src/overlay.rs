@@ -83,6 +83,24 @@ pub fn run(settings: &Settings) -> Result<Vec<Row>> {
             settings,
         )?);
     }
+    // Other userspace overlays: a failure to set one up is reported, not fatal.
+    for (name, setup) in crate::peers::PEERS {
+        let result = (|| -> Result<Row> {
+            let topo = Topology::builder().nodes(2).build()?;
+            let (_procs, server_ip) = setup(&topo)?;
+            measure(
+                name,
+                topo.node(0).ns(),
+                topo.node(1).ns(),
+                server_ip,
+                settings,
+            )
+        })();
+        match result {
+            Ok(row) => rows.push(row),
+            Err(e) => eprintln!("{name}: not measured: {e:#}"),
+        }
+    }
     Ok(rows)
 }
 
@@ -94,14 +112,19 @@ fn ensure_tools() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !have("iperf3") || !have("ping") {
-        eprintln!("installing iperf3 and ping (apt-get) ...");
+    if !["iperf3", "ping", "nebula", "wireguard-go", "wg"]
+        .iter()
+        .all(|t| have(t))
+    {
+        eprintln!(
+            "installing iperf3, ping, nebula, wireguard-go and wireguard-tools (apt-get) ..."
+        );
         let ok = Command::new("sh")
-            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 iputils-ping >/dev/null"])
+            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iperf3 iputils-ping nebula wireguard-go wireguard-tools >/dev/null"])
             .status()?
             .success();
         if !ok {
-            bail!("cannot install iperf3 and iputils-ping with apt-get");
+            bail!("cannot install the benchmark's peers with apt-get");
         }
     }
     Ok(())
