@@ -60,19 +60,26 @@ impl Buffers {
     }
 }
 
+/// Waits up to [`POLL_INTERVAL`] for `fd` to have input; false means "check
+/// for shutdown and wait again". A failing poll is counted and slowed down.
+fn wait_for_input(s: &Shared, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    match wait_readable(fd, POLL_INTERVAL) {
+        Ok(ready) => ready,
+        Err(_) => {
+            s.drops.record(DropReason::IoError);
+            std::thread::sleep(POLL_INTERVAL);
+            false
+        }
+    }
+}
+
 /// Reads frames from one TAP device until shutdown.
 pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId) {
     let tap = &s.taps[ep.0 as usize];
     let mut b = Buffers::new();
     while !s.stop.load(Ordering::Relaxed) {
-        match wait_readable(tap.as_fd(), POLL_INTERVAL) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(_) => {
-                s.drops.record(DropReason::IoError);
-                std::thread::sleep(POLL_INTERVAL);
-                continue;
-            }
+        if !wait_for_input(s, tap.as_fd()) {
+            continue;
         }
         // Drain: the TAP is non-blocking, so a read that would block ends the burst.
         loop {
@@ -274,14 +281,8 @@ pub(crate) fn underlay_loop(s: &Shared) {
         target: None,
     };
     while !s.stop.load(Ordering::Relaxed) {
-        match wait_readable(s.udp.as_fd(), POLL_INTERVAL) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(_) => {
-                s.drops.record(DropReason::IoError);
-                std::thread::sleep(POLL_INTERVAL);
-                continue;
-            }
+        if !wait_for_input(s, s.udp.as_fd()) {
+            continue;
         }
         loop {
             let (n, from, segment) = match recv_gro(s.udp.as_fd(), &mut buf[RX_HEADROOM..]) {

@@ -290,6 +290,28 @@ struct RxSession {
     window: ReplayWindow,
 }
 
+impl RxSession {
+    /// Derives an unknown session's key and opens its first frame; the session
+    /// exists only if that frame authenticates.
+    fn open_first(
+        cipher: Cipher,
+        net_key: &NetworkKey,
+        sender: IpAddr,
+        session: [u8; 8],
+        counter: u64,
+        packet: &mut [u8],
+    ) -> Result<(RxSession, usize), DropReason> {
+        let mut rx = RxSession {
+            session,
+            key: traffic_key(cipher, net_key, sender, &session),
+            window: ReplayWindow::new(),
+        };
+        let len = open_with(&rx.key, counter, packet)?;
+        rx.window.accept(counter);
+        Ok((rx, len))
+    }
+}
+
 struct SenderState {
     current: RxSession,
     previous: Option<RxSession>,
@@ -377,13 +399,14 @@ impl Opener {
                     state.last_used = tick;
                     len
                 } else if session_time(&session) >= session_time(&state.current.session) {
-                    let mut rx = RxSession {
+                    let (rx, len) = RxSession::open_first(
+                        self.cipher,
+                        net_key,
+                        sender,
                         session,
-                        key: traffic_key(self.cipher, net_key, sender, &session),
-                        window: ReplayWindow::new(),
-                    };
-                    let len = open_with(&rx.key, counter, packet)?;
-                    rx.window.accept(counter);
+                        counter,
+                        packet,
+                    )?;
                     state.previous = Some(std::mem::replace(&mut state.current, rx));
                     state.last_used = tick;
                     len
@@ -392,13 +415,8 @@ impl Opener {
                 }
             }
             None => {
-                let mut rx = RxSession {
-                    session,
-                    key: traffic_key(self.cipher, net_key, sender, &session),
-                    window: ReplayWindow::new(),
-                };
-                let len = open_with(&rx.key, counter, packet)?;
-                rx.window.accept(counter);
+                let (rx, len) =
+                    RxSession::open_first(self.cipher, net_key, sender, session, counter, packet)?;
                 if self.senders.len() >= MAX_SENDERS {
                     self.evict_least_recent();
                 }
