@@ -112,3 +112,44 @@ fn two_networks_on_the_same_nodes_are_isolated() {
     let drops = cluster.drops(0).unwrap();
     assert!(drops["arp_unknown_target"] > 0, "{drops:?}");
 }
+
+#[test]
+fn sealed_frames_on_a_plain_network_and_writes_to_a_downed_endpoint_are_counted() {
+    let cluster = Cluster::start(2, &[NetDef::blue(false)], &uniform_tasks(2, 1), &[]).unwrap();
+    let t0 = &cluster.tasks[0];
+    assert!(cluster.ping(1, t0.ip));
+
+    // A sealed frame (I|E flags, key 1) for plain VNI 4096, from node 1's address.
+    let before = cluster.drops(0).unwrap();
+    let node1 = cluster.topo.node(1);
+    let target = std::net::SocketAddr::from((cluster.topo.node(0).addr(), 4789));
+    node1
+        .ns()
+        .run(|| {
+            let sock = std::net::UdpSocket::bind((node1.addr(), 0)).unwrap();
+            let mut d = vec![0x48, 1, 0, 0, 0x00, 0x10, 0x00, 0];
+            d.extend([0u8; 16 + 60 + 16]);
+            sock.send_to(&d, target).unwrap();
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while cluster.drops(0).unwrap()["sealed_on_plain"] == before["sealed_on_plain"]
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        cluster.drops(0).unwrap()["sealed_on_plain"],
+        before["sealed_on_plain"] + 1
+    );
+
+    // The task on node 0 takes its interface down: shoald's writes to the TAP
+    // fail (EIO), and frames still sent to it are counted, not lost silently.
+    // (Deleting the task's namespace would not do it: the TAP's own socket
+    // keeps the namespace alive while shoald holds it.)
+    t0.ns.output(["ip", "link", "set", "eth0", "down"]).unwrap();
+    assert!(!cluster.ping(1, t0.ip));
+    let drops = cluster.drops(0).unwrap();
+    assert!(drops["io_error"] > 0, "{drops:?}");
+    assert!(cluster.status(0).is_ok(), "the daemon keeps serving");
+}

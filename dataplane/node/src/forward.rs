@@ -78,8 +78,16 @@ pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId) {
     let tap = &s.taps[ep.0 as usize];
     let mut b = Buffers::new();
     while !s.stop.load(Ordering::Relaxed) {
-        if !wait_for_input(s, tap.as_fd()) {
-            continue;
+        match wait_readable(tap.as_fd(), POLL_INTERVAL) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                // The device is gone (its namespace was deleted: the task died).
+                // Frames for it are counted as io_error where they are written.
+                tracing::warn!(tap = tap.name(), endpoint = ep.0, error = %e, "endpoint device is gone; its reader stops");
+                s.drops.record(DropReason::IoError);
+                return;
+            }
         }
         // Drain: the TAP is non-blocking, so a read that would block ends the burst.
         loop {
