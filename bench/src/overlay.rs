@@ -127,6 +127,16 @@ fn ensure_tools() -> Result<()> {
             bail!("cannot install the benchmark's peers with apt-get");
         }
     }
+    if !have("boringtun-cli") {
+        eprintln!("installing boringtun-cli (cargo install, a few minutes) ...");
+        let ok = Command::new("cargo")
+            .args(["install", "--locked", "boringtun-cli"])
+            .status()?
+            .success();
+        if !ok {
+            eprintln!("boringtun-cli could not be installed; its row will be missing");
+        }
+    }
     Ok(())
 }
 

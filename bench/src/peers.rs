@@ -15,9 +15,10 @@ use shoal_topology::{ManagedChild, Namespace, Topology};
 pub type PeerSetup = fn(&Topology) -> Result<(Vec<ManagedChild>, Ipv4Addr)>;
 
 /// The peers, by the name their row gets.
-pub const PEERS: [(&str, PeerSetup); 2] = [
+pub const PEERS: [(&str, PeerSetup); 3] = [
     ("nebula 1.6.1", nebula),
     ("wireguard-go 0.0.20220316", wireguard_go),
+    ("boringtun 0.7.1", boringtun),
 ];
 
 fn scratch_dir(name: &str) -> Result<PathBuf> {
@@ -118,9 +119,33 @@ fn nebula(topo: &Topology) -> Result<(Vec<ManagedChild>, Ipv4Addr)> {
     Ok((procs, Ipv4Addr::new(10, 1, 0, 2)))
 }
 
-/// wireguard-go, configured with `wg`: one peer each way.
+/// wireguard-go in the foreground.
 fn wireguard_go(topo: &Topology) -> Result<(Vec<ManagedChild>, Ipv4Addr)> {
-    let dir = scratch_dir("wg")?;
+    userspace_wireguard(topo, "wg", |ns, dev| {
+        let mut cmd = ns.command("wireguard-go");
+        cmd.args(["-f", dev])
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1");
+        cmd
+    })
+}
+
+/// boringtun (`cargo install boringtun-cli`) in the foreground, as root.
+fn boringtun(topo: &Topology) -> Result<(Vec<ManagedChild>, Ipv4Addr)> {
+    userspace_wireguard(topo, "bt", |ns, dev| {
+        let mut cmd = ns.command("boringtun-cli");
+        cmd.args(["--foreground", "--disable-drop-privileges", dev])
+            .env("WG_SUDO", "1");
+        cmd
+    })
+}
+
+/// A userspace WireGuard that serves `wg`'s control socket, one peer each way.
+fn userspace_wireguard(
+    topo: &Topology,
+    tag: &str,
+    command: impl Fn(&Namespace, &str) -> Command,
+) -> Result<(Vec<ManagedChild>, Ipv4Addr)> {
+    let dir = scratch_dir(tag)?;
     let mut keys = Vec::new();
     for i in 0..2 {
         let private = run_ok(Command::new("wg").arg("genkey"))?.trim().to_string();
@@ -146,17 +171,14 @@ fn wireguard_go(topo: &Topology) -> Result<(Vec<ManagedChild>, Ipv4Addr)> {
         let other = 1 - i;
         let ns = topo.node(i).ns();
         // Distinct device names: the control sockets share /var/run/wireguard.
-        let dev = format!("wgb{}x{i}", std::process::id() % 10000);
-        let mut cmd = ns.command("wireguard-go");
-        cmd.args(["-f", &dev])
-            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let dev = format!("{tag}{}x{i}", std::process::id() % 10000);
+        let mut cmd = command(ns, &dev);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         procs.push(ns.spawn(cmd)?);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !Path::new(&format!("/var/run/wireguard/{dev}.sock")).exists() {
             if Instant::now() > deadline {
-                bail!("wireguard-go did not create {dev}");
+                bail!("{tag}: {dev}'s control socket did not appear");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
