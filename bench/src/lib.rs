@@ -2,5 +2,6 @@
 //! here is compared with a peer measured in the same run.
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod overlay;
 pub mod peers;

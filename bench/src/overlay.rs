@@ -112,15 +112,16 @@ fn ensure_tools() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !["iperf3", "ping", "nebula", "wireguard-go", "wg"]
-        .iter()
-        .all(|t| have(t))
+    if !Path::new(crate::chart::FONT).exists()
+        || !["iperf3", "ping", "nebula", "wireguard-go", "wg"]
+            .iter()
+            .all(|t| have(t))
     {
         eprintln!(
             "installing iperf3, ping, nebula, wireguard-go and wireguard-tools (apt-get) ..."
         );
         let ok = Command::new("sh")
-            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iperf3 iputils-ping nebula wireguard-go wireguard-tools >/dev/null"])
+            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iperf3 iputils-ping nebula wireguard-go wireguard-tools fonts-dejavu-core >/dev/null"])
             .status()?
             .success();
         if !ok {
