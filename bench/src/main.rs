@@ -39,10 +39,13 @@ fn main() -> ExitCode {
                         eprintln!("shoal-bench: cannot write results: {e:#}");
                         return ExitCode::FAILURE;
                     }
-                    eprintln!(
-                        "results in {}/overlay.{{json,csv}}",
-                        settings.out_dir.display()
-                    );
+                    let dir = settings.out_dir.display();
+                    match shoal_bench::chart::draw(&rows, &settings.out_dir.join("overlay.png")) {
+                        Ok(()) => eprintln!("results in {dir}/overlay.{{json,csv,png}}"),
+                        Err(e) => {
+                            eprintln!("results in {dir}/overlay.{{json,csv}}; no chart: {e:#}")
+                        }
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
