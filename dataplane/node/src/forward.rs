@@ -30,7 +30,7 @@ use shoal_overlay::vxlan::{Vni, VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
 use shoal_sys::poll::wait_readable;
 use shoal_sys::udp::{recv_gro, send_gso, MAX_GSO_SEGMENTS};
 
-use crate::dataplane::{lock_poisoned, Shared};
+use crate::dataplane::{lock_poisoned, NetCrypto, Shared};
 
 /// How long a thread waits in `poll` before checking for shutdown.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -163,22 +163,23 @@ fn handle_endpoint_frame(
     Ok(())
 }
 
-fn is_sealed_network(s: &Shared, vni: Vni) -> Result<bool, DropReason> {
+/// The crypto state of the network carried on `vni`: `Some` when it is
+/// encrypted, `None` when plain, an error when no network has that VNI.
+fn network_crypto(s: &Shared, vni: Vni) -> Result<Option<&NetCrypto>, DropReason> {
     let net = lock_poisoned(s.switch.read())
         .network_by_vni(vni)
         .ok_or(DropReason::UnknownVni)?;
-    Ok(s.crypto[net.0 as usize].is_some())
+    Ok(s.crypto[net.0 as usize].as_ref())
 }
 
 /// Encapsulates (or seals) the frame at `buf[HEADROOM..HEADROOM + len]` in place
 /// and sends it. `buf` has [`TAG_LEN`] bytes of room after the frame.
 pub(crate) fn send_one(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], len: usize) {
-    let net = lock_poisoned(s.switch.read()).network_by_vni(vni);
-    let Some(net) = net else {
-        s.drops.record(DropReason::UnknownVni);
-        return;
+    let crypto = match network_crypto(s, vni) {
+        Ok(c) => c,
+        Err(reason) => return s.drops.record(reason),
     };
-    let datagram: &[u8] = match &s.crypto[net.0 as usize] {
+    let datagram: &[u8] = match crypto {
         None => {
             let at = HEADROOM - VXLAN_HEADER_LEN;
             let mut pkt = VxlanPacket::new_unchecked(&mut buf[at..HEADROOM]);
@@ -207,11 +208,11 @@ pub(crate) fn send_one(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], len: 
 /// Cuts a super-frame, encapsulates every segment at a fixed stride in `out`,
 /// and sends them with as few GSO sends as the UDP limits allow.
 fn send_segments(s: &Shared, peer: IpAddr, vni: Vni, frame: &[u8], plan: &TsoPlan, out: &mut [u8]) {
-    let sealed = match is_sealed_network(s, vni) {
-        Ok(x) => x,
-        Err(r) => return s.drops.record(r),
+    let crypto = match network_crypto(s, vni) {
+        Ok(c) => c,
+        Err(reason) => return s.drops.record(reason),
     };
-    let (prefix, suffix) = if sealed {
+    let (prefix, suffix) = if crypto.is_some() {
         (SEALED_PAYLOAD_AT, TAG_LEN)
     } else {
         (VXLAN_HEADER_LEN, 0)
@@ -219,8 +220,6 @@ fn send_segments(s: &Shared, peer: IpAddr, vni: Vni, frame: &[u8], plan: &TsoPla
     let stride = prefix + plan.headers_len + plan.mss + suffix;
     let per_send = (MAX_UDP_PAYLOAD / stride).clamp(1, MAX_GSO_SEGMENTS);
     let dst = SocketAddr::new(peer, s.peer_port);
-    let net = lock_poisoned(s.switch.read()).network_by_vni(vni);
-    let crypto = net.and_then(|n| s.crypto[n.0 as usize].as_ref());
     let sealer = crypto.map(|c| lock_poisoned(c.sealer.read()));
     let mut first = 0;
     while first < plan.count {
@@ -332,10 +331,7 @@ fn handle_datagram(
         let pkt = VxlanPacket::new_checked(&buf[at..end]).map_err(|_| DropReason::Malformed)?;
         VxlanRepr::parse(&pkt)?
     };
-    let net = lock_poisoned(s.switch.read())
-        .network_by_vni(repr.vni)
-        .ok_or(DropReason::UnknownVni)?;
-    let crypto = &s.crypto[net.0 as usize];
+    let crypto = network_crypto(s, repr.vni)?;
     let (inner_at, inner_len) = match (crypto, repr.sealed) {
         (Some(_), None) => return Err(DropReason::PlainOnEncrypted),
         (None, Some(_)) => return Err(DropReason::SealedOnPlain),
