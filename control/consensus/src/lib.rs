@@ -1,0 +1,2 @@
+//! Raft for the managers: placeholder, being written.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The cluster PKI: placeholder, being written.
+#![forbid(unsafe_code)]
