@@ -61,6 +61,7 @@ pub struct Task {
 pub struct Cluster {
     pub tasks: Vec<Task>,
     pub sockets: Vec<Option<PathBuf>>,
+    workers: Option<usize>,
     pub dir: PathBuf,
     daemons: Vec<ManagedChild>,
     // Declared last: namespaces go after the daemons that use them.
@@ -98,6 +99,18 @@ impl Cluster {
         tasks: &[TaskDef],
         kernel_nodes: &[usize],
     ) -> Result<Cluster> {
+        Self::start_with_workers(nodes, nets, tasks, kernel_nodes, None)
+    }
+
+    /// Like [`Cluster::start`], with `workers` forwarding lanes per shoald
+    /// (`None`: the daemon's default, one per core).
+    pub fn start_with_workers(
+        nodes: usize,
+        nets: &[NetDef],
+        tasks: &[TaskDef],
+        kernel_nodes: &[usize],
+        workers: Option<usize>,
+    ) -> Result<Cluster> {
         let topo = Topology::builder().nodes(nodes).clients(1).build()?;
         let dir = std::env::temp_dir().join(format!(
             "shoal-it-{}-{}",
@@ -119,6 +132,7 @@ impl Cluster {
         let mut cluster = Cluster {
             tasks: made,
             sockets: vec![None; nodes],
+            workers,
             dir,
             daemons: Vec::new(),
             topo,
@@ -139,6 +153,9 @@ impl Cluster {
 
     fn config_for(&self, node: usize, nets: &[NetDef]) -> String {
         let mut s = format!("[node]\naddress = \"{}\"\n", self.node_addr(node));
+        if let Some(w) = self.workers {
+            s += &format!("workers = {w}\n");
+        }
         for (n, net) in nets.iter().enumerate() {
             let p = net.prefix;
             s += &format!(

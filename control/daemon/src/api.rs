@@ -11,7 +11,6 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -21,7 +20,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoal_node::config::RemoteEndpoint;
-use shoal_node::{DataPlane, DataPlaneError};
+use shoal_node::{DataPlane, DataPlaneError, FrameCounts};
 use shoal_overlay::counters::DropReason;
 use shoal_overlay::mac::MacAddr;
 use shoal_overlay::switch::Location;
@@ -64,11 +63,11 @@ impl From<DataPlaneError> for ApiError {
 fn frame_counters(dp: &DataPlane) -> [(&'static str, u64); 5] {
     let s = dp.stats();
     [
-        ("endpoint_rx", s.endpoint_rx.load(Ordering::Relaxed)),
-        ("endpoint_tx", s.endpoint_tx.load(Ordering::Relaxed)),
-        ("underlay_rx", s.underlay_rx.load(Ordering::Relaxed)),
-        ("underlay_tx", s.underlay_tx.load(Ordering::Relaxed)),
-        ("arp_replies", s.arp_replies.load(Ordering::Relaxed)),
+        ("endpoint_rx", s.endpoint_rx),
+        ("endpoint_tx", s.endpoint_tx),
+        ("underlay_rx", s.underlay_rx),
+        ("underlay_tx", s.underlay_tx),
+        ("arp_replies", s.arp_replies),
     ]
 }
 
@@ -133,6 +132,8 @@ pub struct StatusView {
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Frame counts by direction.
     pub frames: std::collections::BTreeMap<String, u64>,
+    /// Frame counts of each forwarding lane (worker), by direction.
+    pub lanes: Vec<FrameCounts>,
 }
 
 async fn status(State(dp): State<AppState>) -> Json<StatusView> {
@@ -169,6 +170,7 @@ async fn status(State(dp): State<AppState>) -> Json<StatusView> {
         networks,
         drops,
         frames,
+        lanes: dp.lane_stats(),
     })
 }
 

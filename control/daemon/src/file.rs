@@ -44,6 +44,8 @@ pub struct NodeSection {
     pub peer_port: Option<u16>,
     /// Underlay MTU (default 1500).
     pub underlay_mtu: Option<u32>,
+    /// Forwarding workers (default: one per core, at most 8).
+    pub workers: Option<usize>,
 }
 
 /// `[[networks]]`.
@@ -129,6 +131,9 @@ pub fn parse(text: &str) -> anyhow::Result<DataPlaneConfig> {
     config.peer_port = file.node.peer_port.unwrap_or(VXLAN_PORT);
     if let Some(mtu) = file.node.underlay_mtu {
         config.underlay_mtu = mtu;
+    }
+    if let Some(workers) = file.node.workers {
+        config.workers = workers;
     }
     for net in file.networks {
         config.networks.push(network(net)?);

@@ -25,10 +25,24 @@ pub struct DataPlaneConfig {
     pub peer_port: u16,
     /// The MTU of the underlay links; endpoint MTUs are derived from it.
     pub underlay_mtu: u32,
+    /// Forwarding workers: queues per TAP device and VXLAN sockets
+    /// (`SO_REUSEPORT`), so flows spread over cores. 1 disables multi-queue.
+    pub workers: usize,
     /// The overlay networks this node takes part in.
     pub networks: Vec<NetworkConfig>,
     /// The endpoints (TAP devices) this node serves.
     pub endpoints: Vec<LocalEndpointConfig>,
+}
+
+/// The most forwarding workers (and TAP queues) a node may ask for.
+pub const MAX_WORKERS: usize = 16;
+
+/// One worker per core, at most 8: beyond that the TAP queue and socket
+/// fan-out costs more than it spreads.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(8)
 }
 
 /// Encryption settings of a network.
@@ -125,6 +139,7 @@ impl DataPlaneConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), VXLAN_PORT),
             peer_port: VXLAN_PORT,
             underlay_mtu: 1500,
+            workers: default_workers(),
             networks: Vec::new(),
             endpoints: Vec::new(),
         }
@@ -137,6 +152,12 @@ impl DataPlaneConfig {
 
     /// Checks every cross-field rule; the error names the field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(invalid(
+                "node.workers",
+                format!("{} is outside 1..={MAX_WORKERS}", self.workers),
+            ));
+        }
         if !(1280..=65535).contains(&self.underlay_mtu) {
             return Err(invalid(
                 "node.underlay_mtu",

@@ -1,5 +1,12 @@
-//! The running data plane: one thread per TAP endpoint, one for the VXLAN socket,
-//! and one for housekeeping (rekeying).
+//! The running data plane: `workers` lanes, each with one queue of every TAP
+//! endpoint and one VXLAN socket, plus one thread for housekeeping (rekeying).
+//!
+//! Lanes spread flows over cores without sharing a descriptor: the kernel picks
+//! a TAP queue per flow (multi-queue TAP) and a receiving socket per underlay
+//! flow (`SO_REUSEPORT`). Each lane sends from its own socket on its own
+//! source port, so a peer's kernel spreads that lane's flows in turn, as RFC
+//! 7348 asks of the UDP source port. With one worker the node sends from the
+//! listening socket itself (source port 4789).
 //!
 //! Each thread blocks in `poll(2)` on its descriptor with a short timeout, then
 //! drains it without blocking ([`crate::forward`] holds the loops and the
@@ -71,8 +78,10 @@ pub enum DataPlaneError {
     Thread(io::Error),
 }
 
-/// Frame counters of the data plane (drops are counted in [`DropCounters`]).
+/// Frame counters of one lane (drops are counted in [`DropCounters`]). Each
+/// lane has its own, on its own cache line, so cores do not contend on them.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct FrameStats {
     /// Frames read from local endpoints.
     pub endpoint_rx: AtomicU64,
@@ -86,9 +95,70 @@ pub struct FrameStats {
     pub arp_replies: AtomicU64,
 }
 
+/// A snapshot of frame counters, by direction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FrameCounts {
+    /// Frames read from local endpoints.
+    pub endpoint_rx: u64,
+    /// Frames written to local endpoints.
+    pub endpoint_tx: u64,
+    /// VXLAN datagrams sent to peers.
+    pub underlay_tx: u64,
+    /// VXLAN datagrams received from peers.
+    pub underlay_rx: u64,
+    /// ARP requests answered from the tables.
+    pub arp_replies: u64,
+}
+
+impl FrameStats {
+    fn snapshot(&self) -> FrameCounts {
+        FrameCounts {
+            endpoint_rx: self.endpoint_rx.load(Ordering::Relaxed),
+            endpoint_tx: self.endpoint_tx.load(Ordering::Relaxed),
+            underlay_tx: self.underlay_tx.load(Ordering::Relaxed),
+            underlay_rx: self.underlay_rx.load(Ordering::Relaxed),
+            arp_replies: self.arp_replies.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::ops::Add for FrameCounts {
+    type Output = FrameCounts;
+    fn add(self, o: FrameCounts) -> FrameCounts {
+        FrameCounts {
+            endpoint_rx: self.endpoint_rx + o.endpoint_rx,
+            endpoint_tx: self.endpoint_tx + o.endpoint_tx,
+            underlay_tx: self.underlay_tx + o.underlay_tx,
+            underlay_rx: self.underlay_rx + o.underlay_rx,
+            arp_replies: self.arp_replies + o.arp_replies,
+        }
+    }
+}
+
 pub(crate) struct NetCrypto {
-    pub(crate) sealer: RwLock<Sealer>,
+    /// One per lane: each lane seals its own sequence (see `shoal_overlay::seal`).
+    pub(crate) sealers: Vec<RwLock<Sealer>>,
     pub(crate) opener: Mutex<Opener>,
+}
+
+impl NetCrypto {
+    /// The sealer of lane `w`.
+    pub(crate) fn sealer(&self, w: usize) -> &RwLock<Sealer> {
+        &self.sealers[w % self.sealers.len()]
+    }
+}
+
+impl Shared {
+    /// The socket lane `w` sends from.
+    pub(crate) fn tx(&self, w: usize) -> &UdpSocket {
+        &self.tx[w % self.tx.len()]
+    }
+
+    /// The queue of endpoint `ep` that lane `w` reads and writes.
+    pub(crate) fn tap(&self, ep: EndpointId, w: usize) -> &Tap {
+        let queues = &self.taps[ep.0 as usize];
+        &queues[w % queues.len()]
+    }
 }
 
 pub(crate) struct Shared {
@@ -97,11 +167,15 @@ pub(crate) struct Shared {
     pub(crate) switch: RwLock<Switch>,
     /// Indexed by `NetworkId`; `None` for plain networks.
     pub(crate) crypto: Vec<Option<NetCrypto>>,
-    /// Indexed by `EndpointId`.
-    pub(crate) taps: Vec<Tap>,
-    pub(crate) udp: UdpSocket,
+    /// Indexed by `EndpointId`, then by queue (one per worker).
+    pub(crate) taps: Vec<Vec<Tap>>,
+    /// The listening VXLAN sockets, one per worker.
+    pub(crate) rx: Vec<UdpSocket>,
+    /// The sending sockets, one per worker.
+    pub(crate) tx: Vec<UdpSocket>,
     pub(crate) drops: DropCounters,
-    pub(crate) stats: FrameStats,
+    /// Indexed by lane.
+    pub(crate) stats: Vec<FrameStats>,
     pub(crate) stop: AtomicBool,
 }
 
@@ -146,15 +220,22 @@ impl DataPlane {
             for r in &net.remotes {
                 switch.upsert_endpoint(id, remote_record(r))?;
             }
-            crypto.push(net.encryption.as_ref().map(|enc| NetCrypto {
-                sealer: RwLock::new(Sealer::new(
-                    enc.cipher,
-                    config.node_addr,
-                    &enc.keys,
-                    now,
-                    RekeyPolicy::default(),
-                )),
-                opener: Mutex::new(Opener::new(enc.cipher, &enc.keys)),
+            crypto.push(net.encryption.as_ref().map(|enc| {
+                NetCrypto {
+                    sealers: (0..config.workers)
+                        .map(|lane| {
+                            RwLock::new(Sealer::for_lane(
+                                enc.cipher,
+                                config.node_addr,
+                                &enc.keys,
+                                now,
+                                RekeyPolicy::default(),
+                                lane as u8,
+                            ))
+                        })
+                        .collect(),
+                    opener: Mutex::new(Opener::new(enc.cipher, &enc.keys)),
+                }
             }));
         }
 
@@ -162,13 +243,12 @@ impl DataPlane {
         for ep in &config.endpoints {
             let net = config.network(&ep.network).expect("validated");
             let mtu = net.endpoint_mtu(config.underlay_mtu);
-            let tap = endpoint::create(ep, net.subnet.prefix_len(), mtu).map_err(|reason| {
-                DataPlaneError::Endpoint {
+            let queues = endpoint::create(ep, net.subnet.prefix_len(), mtu, config.workers)
+                .map_err(|reason| DataPlaneError::Endpoint {
                     ip: ep.ip,
                     netns: ep.netns.display().to_string(),
                     reason,
-                }
-            })?;
+                })?;
             let id = EndpointId(taps.len() as u32);
             let net_id = switch.network_by_name(&ep.network).expect("added above");
             switch.upsert_endpoint(
@@ -179,25 +259,40 @@ impl DataPlane {
                     location: Location::Local(id),
                 },
             )?;
-            taps.push(tap);
+            taps.push(queues);
         }
 
-        let udp = UdpSocket::bind(config.listen).map_err(|source| DataPlaneError::Listen {
+        let listen_err = |source| DataPlaneError::Listen {
             addr: config.listen,
             source,
-        })?;
-        udp.set_nonblocking(true)
-            .map_err(|source| DataPlaneError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        // GRO hands over runs of datagrams in one read; without it (old kernels)
-        // the loop simply sees one datagram at a time.
-        if let Err(e) = udp::set_udp_gro(udp.as_fd(), true) {
-            tracing::warn!(error = %e, "UDP GRO unavailable; receiving datagram by datagram");
+        };
+        let mut rx = Vec::with_capacity(config.workers);
+        let mut tx = Vec::with_capacity(config.workers);
+        for _ in 0..config.workers {
+            let sock = if config.workers == 1 {
+                UdpSocket::bind(config.listen).and_then(|u| u.set_nonblocking(true).map(|()| u))
+            } else {
+                udp::bind_reuseport(config.listen)
+            }
+            .map_err(listen_err)?;
+            // GRO hands over runs of datagrams in one read; without it (old
+            // kernels) the loop simply sees one datagram at a time.
+            if let Err(e) = udp::set_udp_gro(sock.as_fd(), true) {
+                tracing::warn!(error = %e, "UDP GRO unavailable; receiving datagram by datagram");
+            }
+            let _ = udp::set_recv_buffer(sock.as_fd(), SOCKET_BUFFER);
+            let _ = udp::set_send_buffer(sock.as_fd(), SOCKET_BUFFER);
+            let send = if config.workers == 1 {
+                sock.try_clone().map_err(listen_err)?
+            } else {
+                let send =
+                    UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0)).map_err(listen_err)?;
+                let _ = udp::set_send_buffer(send.as_fd(), SOCKET_BUFFER);
+                send
+            };
+            rx.push(sock);
+            tx.push(send);
         }
-        let _ = udp::set_recv_buffer(udp.as_fd(), SOCKET_BUFFER);
-        let _ = udp::set_send_buffer(udp.as_fd(), SOCKET_BUFFER);
 
         let shared = Arc::new(Shared {
             node_addr: config.node_addr,
@@ -205,9 +300,10 @@ impl DataPlane {
             switch: RwLock::new(switch),
             crypto,
             taps,
-            udp,
+            rx,
+            tx,
             drops: DropCounters::default(),
-            stats: FrameStats::default(),
+            stats: (0..config.workers).map(|_| FrameStats::default()).collect(),
             stop: AtomicBool::new(false),
         });
 
@@ -215,14 +311,18 @@ impl DataPlane {
             shared: shared.clone(),
             threads: Vec::new(),
         };
-        for i in 0..shared.taps.len() {
+        for w in 0..config.workers {
+            for i in 0..shared.taps.len() {
+                let s = shared.clone();
+                dp.spawn(format!("tap{i}q{w}"), move || {
+                    forward::endpoint_loop(&s, EndpointId(i as u32), w)
+                })?;
+            }
             let s = shared.clone();
-            dp.spawn(format!("tap{i}"), move || {
-                forward::endpoint_loop(&s, EndpointId(i as u32))
+            dp.spawn(format!("vxlan-rx{w}"), move || {
+                forward::underlay_loop(&s, w)
             })?;
         }
-        let s = shared.clone();
-        dp.spawn("vxlan-rx".into(), move || forward::underlay_loop(&s))?;
         let s = shared;
         dp.spawn("rekey".into(), move || housekeeping_loop(&s))?;
         Ok(dp)
@@ -246,14 +346,21 @@ impl DataPlane {
         &self.shared.drops
     }
 
-    /// The frame counters.
-    pub fn stats(&self) -> &FrameStats {
-        &self.shared.stats
+    /// The frame counters, summed over lanes.
+    pub fn stats(&self) -> FrameCounts {
+        self.lane_stats()
+            .into_iter()
+            .fold(FrameCounts::default(), |a, b| a + b)
+    }
+
+    /// The frame counters of each lane (worker).
+    pub fn lane_stats(&self) -> Vec<FrameCounts> {
+        self.shared.stats.iter().map(FrameStats::snapshot).collect()
     }
 
     /// The address the VXLAN socket is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.udp.local_addr()
+        self.shared.rx[0].local_addr()
     }
 
     /// A copy of every network's table, for the API and the CLI.
@@ -318,7 +425,10 @@ impl DataPlane {
         // Receivers first: a frame sealed under the new key must never arrive
         // before this node accepts it.
         lock_poisoned(crypto.opener.lock()).set_keys(keys);
-        lock_poisoned(crypto.sealer.write()).set_keys(keys, now_since_epoch());
+        let now = now_since_epoch();
+        for sealer in &crypto.sealers {
+            lock_poisoned(sealer.write()).set_keys(keys, now);
+        }
         Ok(())
     }
 }
@@ -352,8 +462,10 @@ fn housekeeping_loop(s: &Shared) {
         since = Duration::ZERO;
         let now = now_since_epoch();
         for c in s.crypto.iter().flatten() {
-            if lock_poisoned(c.sealer.read()).needs_rekey(now) {
-                lock_poisoned(c.sealer.write()).rekey(now);
+            for sealer in &c.sealers {
+                if lock_poisoned(sealer.read()).needs_rekey(now) {
+                    lock_poisoned(sealer.write()).rekey(now);
+                }
             }
         }
     }

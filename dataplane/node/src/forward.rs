@@ -74,8 +74,8 @@ fn wait_for_input(s: &Shared, fd: std::os::fd::BorrowedFd<'_>) -> bool {
 }
 
 /// Reads frames from one TAP device until shutdown.
-pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId) {
-    let tap = &s.taps[ep.0 as usize];
+pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId, w: usize) {
+    let tap = s.tap(ep, w);
     let mut b = Buffers::new();
     while !s.stop.load(Ordering::Relaxed) {
         match wait_readable(tap.as_fd(), POLL_INTERVAL) {
@@ -100,12 +100,12 @@ pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId) {
                     break;
                 }
             };
-            s.stats.endpoint_rx.fetch_add(1, Ordering::Relaxed);
+            s.stats[w].endpoint_rx.fetch_add(1, Ordering::Relaxed);
             if n < VNET_HDR_LEN {
                 s.drops.record(DropReason::Malformed);
                 continue;
             }
-            if let Err(reason) = handle_endpoint_frame(s, ep, &mut b, n - VNET_HDR_LEN) {
+            if let Err(reason) = handle_endpoint_frame(s, w, ep, &mut b, n - VNET_HDR_LEN) {
                 s.drops.record(reason);
             }
         }
@@ -115,6 +115,7 @@ pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId) {
 /// `b.frame` holds the virtio header at `HEADROOM - 10` and `len` frame bytes at `HEADROOM`.
 fn handle_endpoint_frame(
     s: &Shared,
+    w: usize,
     ep: EndpointId,
     b: &mut Buffers,
     len: usize,
@@ -138,15 +139,18 @@ fn handle_endpoint_frame(
     };
     match verdict {
         // Same node: the virtio header travels with the frame, offloads intact.
-        Verdict::Deliver(to) => write_endpoint(s, to, &b.frame[HEADROOM - VNET_HDR_LEN..frame_end]),
+        Verdict::Deliver(to) => {
+            write_endpoint(s, w, to, &b.frame[HEADROOM - VNET_HDR_LEN..frame_end])
+        }
         Verdict::Reply(n) => {
-            s.stats.arp_replies.fetch_add(1, Ordering::Relaxed);
+            s.stats[w].arp_replies.fetch_add(1, Ordering::Relaxed);
             VnetHdr::default().emit(&mut b.out[..VNET_HDR_LEN]);
-            write_endpoint(s, ep, &b.out[..VNET_HDR_LEN + n]);
+            write_endpoint(s, w, ep, &b.out[..VNET_HDR_LEN + n]);
         }
         Verdict::Forward { peer, vni } => match plan {
             Some(plan) => send_segments(
                 s,
+                w,
                 peer,
                 vni,
                 &b.frame[HEADROOM..frame_end],
@@ -155,7 +159,7 @@ fn handle_endpoint_frame(
             ),
             None => {
                 complete_checksum(&mut b.frame[HEADROOM..frame_end], &hdr)?;
-                send_one(s, peer, vni, &mut b.frame[..frame_end + TAG_LEN], len);
+                send_one(s, w, peer, vni, &mut b.frame[..frame_end + TAG_LEN], len);
             }
         },
         Verdict::Drop(reason) => return Err(reason),
@@ -174,7 +178,7 @@ fn network_crypto(s: &Shared, vni: Vni) -> Result<Option<&NetCrypto>, DropReason
 
 /// Encapsulates (or seals) the frame at `buf[HEADROOM..HEADROOM + len]` in place
 /// and sends it. `buf` has [`TAG_LEN`] bytes of room after the frame.
-pub(crate) fn send_one(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], len: usize) {
+pub(crate) fn send_one(s: &Shared, w: usize, peer: IpAddr, vni: Vni, buf: &mut [u8], len: usize) {
     let crypto = match network_crypto(s, vni) {
         Ok(c) => c,
         Err(reason) => return s.drops.record(reason),
@@ -187,7 +191,7 @@ pub(crate) fn send_one(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], len: 
             &buf[at..HEADROOM + len]
         }
         Some(c) => {
-            let sealer = lock_poisoned(c.sealer.read());
+            let sealer = lock_poisoned(c.sealer(w).read());
             match sealer.seal_in_place(vni, &mut buf[..HEADROOM + len + TAG_LEN], len) {
                 Ok(n) => &buf[..n],
                 Err(_) => {
@@ -197,9 +201,12 @@ pub(crate) fn send_one(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], len: 
             }
         }
     };
-    match s.udp.send_to(datagram, SocketAddr::new(peer, s.peer_port)) {
+    match s
+        .tx(w)
+        .send_to(datagram, SocketAddr::new(peer, s.peer_port))
+    {
         Ok(_) => {
-            s.stats.underlay_tx.fetch_add(1, Ordering::Relaxed);
+            s.stats[w].underlay_tx.fetch_add(1, Ordering::Relaxed);
         }
         Err(_) => s.drops.record(DropReason::IoError),
     }
@@ -207,7 +214,15 @@ pub(crate) fn send_one(s: &Shared, peer: IpAddr, vni: Vni, buf: &mut [u8], len: 
 
 /// Cuts a super-frame, encapsulates every segment at a fixed stride in `out`,
 /// and sends them with as few GSO sends as the UDP limits allow.
-fn send_segments(s: &Shared, peer: IpAddr, vni: Vni, frame: &[u8], plan: &TsoPlan, out: &mut [u8]) {
+fn send_segments(
+    s: &Shared,
+    w: usize,
+    peer: IpAddr,
+    vni: Vni,
+    frame: &[u8],
+    plan: &TsoPlan,
+    out: &mut [u8],
+) {
     let crypto = match network_crypto(s, vni) {
         Ok(c) => c,
         Err(reason) => return s.drops.record(reason),
@@ -220,7 +235,7 @@ fn send_segments(s: &Shared, peer: IpAddr, vni: Vni, frame: &[u8], plan: &TsoPla
     let stride = prefix + plan.headers_len + plan.mss + suffix;
     let per_send = (MAX_UDP_PAYLOAD / stride).clamp(1, MAX_GSO_SEGMENTS);
     let dst = SocketAddr::new(peer, s.peer_port);
-    let sealer = crypto.map(|c| lock_poisoned(c.sealer.read()));
+    let sealer = crypto.map(|c| lock_poisoned(c.sealer(w).read()));
     let mut first = 0;
     while first < plan.count {
         let last = (first + per_send).min(plan.count);
@@ -243,9 +258,11 @@ fn send_segments(s: &Shared, peer: IpAddr, vni: Vni, frame: &[u8], plan: &TsoPla
             };
         }
         let segments = (last - first) as u64;
-        match send_gso(s.udp.as_fd(), dst, &out[..used], stride as u16) {
+        match send_gso(s.tx(w).as_fd(), dst, &out[..used], stride as u16) {
             Ok(_) => {
-                s.stats.underlay_tx.fetch_add(segments, Ordering::Relaxed);
+                s.stats[w]
+                    .underlay_tx
+                    .fetch_add(segments, Ordering::Relaxed);
             }
             Err(_) => s.drops.add(DropReason::IoError, segments),
         }
@@ -254,10 +271,10 @@ fn send_segments(s: &Shared, peer: IpAddr, vni: Vni, frame: &[u8], plan: &TsoPla
 }
 
 /// Writes `bytes` (virtio header first) to a local endpoint.
-fn write_endpoint(s: &Shared, ep: EndpointId, bytes: &[u8]) {
-    match s.taps[ep.0 as usize].write(bytes) {
+fn write_endpoint(s: &Shared, w: usize, ep: EndpointId, bytes: &[u8]) {
+    match s.tap(ep, w).write(bytes) {
         Ok(_) => {
-            s.stats.endpoint_tx.fetch_add(1, Ordering::Relaxed);
+            s.stats[w].endpoint_tx.fetch_add(1, Ordering::Relaxed);
         }
         Err(_) => s.drops.record(DropReason::IoError),
     }
@@ -265,6 +282,8 @@ fn write_endpoint(s: &Shared, ep: EndpointId, bytes: &[u8]) {
 
 /// Merges TCP segments bound for one endpoint.
 struct Gro {
+    /// The lane this state belongs to.
+    lane: usize,
     coalescer: TcpCoalescer,
     target: Option<EndpointId>,
 }
@@ -273,26 +292,28 @@ impl Gro {
     fn flush(&mut self, s: &Shared) {
         if let Some(to) = self.target.take() {
             if let Some(bytes) = self.coalescer.take() {
-                write_endpoint(s, to, bytes);
+                write_endpoint(s, self.lane, to, bytes);
             }
         }
     }
 }
 
 /// Receives VXLAN datagrams until shutdown.
-pub(crate) fn underlay_loop(s: &Shared) {
+pub(crate) fn underlay_loop(s: &Shared, w: usize) {
+    let rx = &s.rx[w];
     let mut buf = vec![0u8; RX_HEADROOM + 65536 + 1024];
     let mut reply = vec![0u8; HEADROOM + ARP_FRAME_LEN + TAG_LEN];
     let mut gro = Gro {
+        lane: w,
         coalescer: TcpCoalescer::new(),
         target: None,
     };
     while !s.stop.load(Ordering::Relaxed) {
-        if !wait_for_input(s, s.udp.as_fd()) {
+        if !wait_for_input(s, rx.as_fd()) {
             continue;
         }
         loop {
-            let (n, from, segment) = match recv_gro(s.udp.as_fd(), &mut buf[RX_HEADROOM..]) {
+            let (n, from, segment) = match recv_gro(rx.as_fd(), &mut buf[RX_HEADROOM..]) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -304,7 +325,7 @@ pub(crate) fn underlay_loop(s: &Shared) {
             let mut at = RX_HEADROOM;
             while at < RX_HEADROOM + n {
                 let end = (at + size).min(RX_HEADROOM + n);
-                s.stats.underlay_rx.fetch_add(1, Ordering::Relaxed);
+                s.stats[w].underlay_rx.fetch_add(1, Ordering::Relaxed);
                 if let Err(reason) =
                     handle_datagram(s, from.ip(), &mut buf, at, end, &mut reply, &mut gro)
                 {
@@ -327,6 +348,7 @@ fn handle_datagram(
     reply: &mut [u8],
     gro: &mut Gro,
 ) -> Result<(), DropReason> {
+    let w = gro.lane;
     let repr = {
         let pkt = VxlanPacket::new_checked(&buf[at..end]).map_err(|_| DropReason::Malformed)?;
         VxlanRepr::parse(&pkt)?
@@ -374,13 +396,20 @@ fn handle_datagram(
                 Push::Alone | Push::Flush => {
                     gro.flush(s);
                     VnetHdr::default().emit(&mut buf[inner_at - VNET_HDR_LEN..inner_at]);
-                    write_endpoint(s, to, &buf[inner_at - VNET_HDR_LEN..inner_end]);
+                    write_endpoint(s, w, to, &buf[inner_at - VNET_HDR_LEN..inner_end]);
                 }
             }
         }
         Verdict::Reply(n) => {
-            s.stats.arp_replies.fetch_add(1, Ordering::Relaxed);
-            send_one(s, sender, repr.vni, &mut reply[..HEADROOM + n + TAG_LEN], n);
+            s.stats[w].arp_replies.fetch_add(1, Ordering::Relaxed);
+            send_one(
+                s,
+                w,
+                sender,
+                repr.vni,
+                &mut reply[..HEADROOM + n + TAG_LEN],
+                n,
+            );
         }
         Verdict::Forward { .. } => return Err(DropReason::UnknownDestination),
         Verdict::Drop(reason) => return Err(reason),

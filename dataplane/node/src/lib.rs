@@ -12,4 +12,4 @@ mod dataplane;
 mod endpoint;
 mod forward;
 
-pub use dataplane::{DataPlane, DataPlaneError, FrameStats};
+pub use dataplane::{DataPlane, DataPlaneError, FrameCounts, FrameStats};

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! outer IPv4 | UDP 4789 | VXLAN (I|E flags, key id, VNI)   8 bytes  \
-//!                       | session: start time u32, random u32  8     } AAD
+//!                       | session: time u32, lane u8, rand u24 8     } AAD
 //!                       | counter u64                          8     /
 //!                       | ciphertext of the inner Ethernet frame
 //!                       | tag                                  16
@@ -16,9 +16,11 @@
 //! restarts too: a restarted sender starts a new session. The counter doubles
 //! as the anti-replay sequence number ([`crate::replay`]).
 //!
-//! A receiver keeps, per (sender, key id), the sender's current and previous
-//! sessions, each with its own window, so a sender's rekey loses no frame in
-//! flight. A frame of an unknown session becomes current only if it
+//! A sender runs one session per forwarding lane (worker thread), each with its
+//! own counter, so lanes never share a sequence that the underlay could
+//! reorder. A receiver keeps, per (sender, key id, lane), the current and
+//! previous sessions, each with its own window, so a sender's rekey loses no
+//! frame in flight. A frame of an unknown session becomes current only if it
 //! authenticates and its session started no earlier than the current one;
 //! older sessions are stale. See docs/WIRE.md for the whole set of rules.
 
@@ -47,8 +49,9 @@ pub const SEAL_OVERHEAD: usize = SEAL_HEADER_LEN + TAG_LEN;
 pub const SEALED_PAYLOAD_AT: usize = VXLAN_HEADER_LEN + SEAL_HEADER_LEN;
 /// A session never seals with a counter this high (it rekeys long before).
 pub const REJECT_AFTER: u64 = 1 << 60;
-/// How many senders an [`Opener`] tracks before forgetting the least recent.
-pub const MAX_SENDERS: usize = 4096;
+/// How many (sender, key, lane) streams an [`Opener`] tracks before
+/// forgetting the least recent.
+pub const MAX_SENDERS: usize = 16384;
 
 const HKDF_SALT: &[u8] = b"shoal-overlay-v1";
 
@@ -118,6 +121,11 @@ fn session_time(session: &[u8; 8]) -> u32 {
     u32::from_be_bytes([session[0], session[1], session[2], session[3]])
 }
 
+/// The sender's lane: byte 4 of the session.
+fn session_lane(session: &[u8; 8]) -> u8 {
+    session[4]
+}
+
 struct TxSession {
     key_id: u8,
     session: [u8; 8],
@@ -134,6 +142,7 @@ pub struct Sealer {
     local: IpAddr,
     tx_key: NetworkKey,
     policy: RekeyPolicy,
+    lane: u8,
     session: TxSession,
     counter: AtomicU64,
     rng: SystemRandom,
@@ -145,6 +154,7 @@ impl std::fmt::Debug for Sealer {
             .field("cipher", &self.cipher)
             .field("local", &self.local)
             .field("key_id", &self.session.key_id)
+            .field("lane", &self.lane)
             .field("counter", &self.counter.load(Ordering::Relaxed))
             .finish()
     }
@@ -160,14 +170,28 @@ impl Sealer {
         now: Duration,
         policy: RekeyPolicy,
     ) -> Self {
+        Self::for_lane(cipher, local, ring, now, policy, 0)
+    }
+
+    /// A sealer for one of several lanes (worker threads) of the same node:
+    /// each lane seals its own sequence, which receivers track apart.
+    pub fn for_lane(
+        cipher: Cipher,
+        local: IpAddr,
+        ring: &KeyRing,
+        now: Duration,
+        policy: RekeyPolicy,
+        lane: u8,
+    ) -> Self {
         let rng = SystemRandom::new();
         let tx_key = ring.tx_key().clone();
-        let session = Self::new_session(cipher, local, &tx_key, now, 0, &rng);
+        let session = Self::new_session(cipher, local, &tx_key, now, 0, lane, &rng);
         Sealer {
             cipher,
             local,
             tx_key,
             policy,
+            lane,
             session,
             counter: AtomicU64::new(0),
             rng,
@@ -180,12 +204,14 @@ impl Sealer {
         key: &NetworkKey,
         now: Duration,
         min_time: u32,
+        lane: u8,
         rng: &SystemRandom,
     ) -> TxSession {
         let time = (now.as_secs().min(u32::MAX as u64) as u32).max(min_time);
         let mut session = [0u8; 8];
         session[..4].copy_from_slice(&time.to_be_bytes());
-        rng.fill(&mut session[4..])
+        session[4] = lane;
+        rng.fill(&mut session[5..])
             .expect("the system random source works");
         TxSession {
             key_id: key.id(),
@@ -264,6 +290,7 @@ impl Sealer {
             &self.tx_key,
             now,
             min_time,
+            self.lane,
             &self.rng,
         );
         *self.counter.get_mut() = 0;
@@ -322,7 +349,8 @@ struct SenderState {
 pub struct Opener {
     cipher: Cipher,
     ring: KeyRing,
-    senders: HashMap<(IpAddr, u8), SenderState>,
+    /// Keyed by (sender, key id, lane).
+    senders: HashMap<(IpAddr, u8, u8), SenderState>,
     tick: u64,
 }
 
@@ -359,7 +387,7 @@ impl Opener {
     pub fn set_keys(&mut self, ring: &KeyRing) {
         let old = std::mem::replace(&mut self.ring, ring.clone());
         self.senders.retain(
-            |&(_, id), _| matches!((old.get(id), ring.get(id)), (Some(a), Some(b)) if a == b),
+            |&(_, id, _), _| matches!((old.get(id), ring.get(id)), (Some(a), Some(b)) if a == b),
         );
     }
 
@@ -383,7 +411,8 @@ impl Opener {
         }
         self.tick += 1;
         let tick = self.tick;
-        let len = match self.senders.get_mut(&(sender, key_id)) {
+        let stream = (sender, key_id, session_lane(&session));
+        let len = match self.senders.get_mut(&stream) {
             Some(state) => {
                 let known = if state.current.session == session {
                     Some(&mut state.current)
@@ -421,7 +450,7 @@ impl Opener {
                     self.evict_least_recent();
                 }
                 self.senders.insert(
-                    (sender, key_id),
+                    stream,
                     SenderState {
                         current: rx,
                         previous: None,
@@ -445,7 +474,7 @@ impl Opener {
         }
     }
 
-    /// How many (sender, key) pairs are tracked.
+    /// How many (sender, key, lane) streams are tracked.
     pub fn tracked_senders(&self) -> usize {
         self.senders.len()
     }

@@ -9,7 +9,7 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd};
 
 /// `SOL_UDP` option: GSO segment size (Linux 4.18+).
 pub const UDP_SEGMENT: libc::c_int = 103;
@@ -63,6 +63,43 @@ pub fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     let v = bytes.min(i32::MAX as usize) as libc::c_int;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v)
         .or_else(|_| setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, v))
+}
+
+/// Binds a non-blocking UDP socket with `SO_REUSEPORT`, so several sockets
+/// (one per worker) share `addr` and the kernel spreads incoming flows over
+/// them by a hash of the addresses and ports.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) takes no pointers; the result is checked below.
+    let raw = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    let (storage, len) = to_sockaddr(addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the call.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::UdpSocket::from(fd))
 }
 
 fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -228,6 +265,36 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
     use std::time::Duration;
+
+    #[test]
+    fn reuseport_sockets_share_a_port_and_each_datagram_reaches_one() {
+        let a = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = bind_reuseport(addr).unwrap();
+        // A socket without SO_REUSEPORT cannot join the group.
+        assert!(UdpSocket::bind(addr).is_err());
+        let senders: Vec<UdpSocket> = (0..32)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (i, tx) in senders.iter().enumerate() {
+            tx.send_to(&[i as u8], addr).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 16];
+        for _ in 0..200 {
+            for sock in [&a, &b] {
+                while let Ok((1, _)) = sock.recv_from(&mut buf) {
+                    seen.push(buf[0]);
+                }
+            }
+            if seen.len() == senders.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..32u8).collect::<Vec<_>>());
+    }
 
     #[test]
     fn one_gso_send_arrives_as_separate_datagrams() {
