@@ -19,15 +19,22 @@ fn main() -> ExitCode {
                 seconds: 5,
                 pings: 200,
                 out_dir: PathBuf::from("target/bench"),
+                workers: None,
+                peers: true,
             };
             let mut rest = args[2..].iter();
             while let Some(a) = rest.next() {
+                if a == "--no-peers" {
+                    settings.peers = false;
+                    continue;
+                }
                 let value = rest.next();
                 match (a.as_str(), value.and_then(|v| v.parse::<u32>().ok())) {
                     ("--seconds", Some(v)) if v > 0 && v <= 60 => settings.seconds = v,
                     ("--pings", Some(v)) if v > 0 && v <= 10_000 => settings.pings = v,
+                    ("--workers", Some(v)) if v > 0 && v <= 16 => settings.workers = Some(v),
                     _ => {
-                        eprintln!("shoal-bench overlay: unknown or invalid option {a:?} (use --seconds 1..=60, --pings 1..=10000)");
+                        eprintln!("shoal-bench overlay: unknown or invalid option {a:?} (use --seconds 1..=60, --pings 1..=10000, --workers 1..=16, --no-peers)");
                         return ExitCode::FAILURE;
                     }
                 }
@@ -55,7 +62,9 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: shoal-bench overlay [--seconds N] [--pings N]");
+            eprintln!(
+                "usage: shoal-bench overlay [--seconds N] [--pings N] [--workers N] [--no-peers]"
+            );
             ExitCode::FAILURE
         }
     }

@@ -40,6 +40,10 @@ pub struct Settings {
     pub pings: u32,
     /// Where JSON and CSV go.
     pub out_dir: PathBuf,
+    /// Forwarding lanes per shoald (`None`: its default, one per core).
+    pub workers: Option<u32>,
+    /// Also measure Nebula, wireguard-go and boringtun.
+    pub peers: bool,
 }
 
 const KEY: &str = "6b65792d6f6e652d6b65792d6f6e652d6b65792d6f6e652d6b65792d6f6e6531";
@@ -69,7 +73,7 @@ pub fn run(settings: &Settings) -> Result<Vec<Row>> {
     }
     for encrypted in [false, true] {
         let topo = Topology::builder().nodes(2).build()?;
-        let (_daemons, tasks) = shoal(&topo, encrypted)?;
+        let (_daemons, tasks) = shoal(&topo, encrypted, settings.workers)?;
         let name = if encrypted {
             "shoal encrypted (AES-256-GCM)"
         } else {
@@ -84,7 +88,12 @@ pub fn run(settings: &Settings) -> Result<Vec<Row>> {
         )?);
     }
     // Other userspace overlays: a failure to set one up is reported, not fatal.
-    for (name, setup) in crate::peers::PEERS {
+    let peers: &[_] = if settings.peers {
+        &crate::peers::PEERS
+    } else {
+        &[]
+    };
+    for &(name, setup) in peers {
         let result = (|| -> Result<Row> {
             let topo = Topology::builder().nodes(2).build()?;
             let (_procs, server_ip) = setup(&topo)?;
@@ -181,7 +190,11 @@ fn kernel_vxlan(topo: &Topology) -> Result<()> {
 }
 
 /// A shoald per node (this very binary, in its `shoald` role) and one task each.
-fn shoal(topo: &Topology, encrypted: bool) -> Result<(Vec<ManagedChild>, Vec<Namespace>)> {
+fn shoal(
+    topo: &Topology,
+    encrypted: bool,
+    workers: Option<u32>,
+) -> Result<(Vec<ManagedChild>, Vec<Namespace>)> {
     let dir = std::env::temp_dir().join(format!(
         "shoal-bench-{}-{}",
         std::process::id(),
@@ -199,8 +212,9 @@ fn shoal(topo: &Topology, encrypted: bool) -> Result<(Vec<ManagedChild>, Vec<Nam
         } else {
             String::new()
         };
+        let workers = workers.map_or(String::new(), |w| format!("workers = {w}\n"));
         let config = format!(
-            "[node]\naddress = \"{}\"\n\n[[networks]]\nname = \"bench\"\nvni = 4096\nsubnet = \"10.0.0.0/24\"\n{enc}peers = [\"{}\"]\nremotes = [{{ ip = \"{}\", node = \"{}\" }}]\n\n[[endpoints]]\nnetwork = \"bench\"\nnetns = \"{}\"\nip = \"{}\"\n",
+            "[node]\naddress = \"{}\"\n{workers}\n[[networks]]\nname = \"bench\"\nvni = 4096\nsubnet = \"10.0.0.0/24\"\n{enc}peers = [\"{}\"]\nremotes = [{{ ip = \"{}\", node = \"{}\" }}]\n\n[[endpoints]]\nnetwork = \"bench\"\nnetns = \"{}\"\nip = \"{}\"\n",
             topo.node(i).addr(), topo.node(other).addr(), ips[other], topo.node(other).addr(), tasks[i].name(), ips[i]
         );
         let path = dir.join(format!("node{i}.toml"));
