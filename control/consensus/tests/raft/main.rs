@@ -1,0 +1,8 @@
+//! Raft suite: in-process clusters over `InMemoryRouter`, stores in temporary directories.
+
+mod support;
+
+mod cluster;
+mod recovery;
+mod snapshot;
+mod store;

@@ -1,0 +1,126 @@
+//! The node agent: heartbeats to the managers and follows its role.
+//!
+//! Every node, managers included, POSTs `/v1/heartbeat` to the managers it
+//! knows, the last one that answered first (a manager's own API forwards it
+//! to the leader; a manager just promoted and not yet in the Raft group is
+//! served by the others). The answer carries the node's role in the
+//! cluster state, the managers' addresses and the keys. When the role changed
+//! (`node promote` / `node demote`), the agent asks for a certificate for the
+//! new role and starts or stops the node's manager parts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::net::CallError;
+use crate::ops::HeartbeatReply;
+use crate::state::Role;
+use crate::swarm::Shared;
+use crate::tls;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut period = Duration::from_secs(1);
+    let mut first = 0usize;
+    loop {
+        match beat(&shared, &mut first).await {
+            Ok(reply) => {
+                period = Duration::from_secs(reply.heartbeat_secs.clamp(1, 60));
+                if let Err(e) = follow(&shared, &reply).await {
+                    tracing::warn!(error = %e, "cannot follow the cluster's view of this node");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+async fn beat(shared: &Arc<Shared>, first: &mut usize) -> Result<HeartbeatReply, String> {
+    let node = shared.node.read().await.clone().ok_or("not in a swarm")?;
+    let client = shared.client.read().await.clone().ok_or("no identity")?;
+    let n = node.managers.len();
+    let mut last_err = String::from("no manager known");
+    for i in 0..n {
+        let at = (*first + i) % n;
+        match client
+            .post::<_, HeartbeatReply>(node.managers[at], "/v1/heartbeat", &())
+            .await
+        {
+            Ok(r) => {
+                *first = at;
+                return Ok(r);
+            }
+            // Removed from the swarm: asking elsewhere will not help.
+            Err(e @ CallError::Refused { status: 403, .. }) => return Err(e.to_string()),
+            Err(e) => last_err = e.to_string(),
+        }
+    }
+    Err(last_err)
+}
+
+/// Applies what the managers say this node is.
+async fn follow(shared: &Arc<Shared>, reply: &HeartbeatReply) -> Result<(), String> {
+    let Some(mut node) = shared.node.read().await.clone() else {
+        return Ok(());
+    };
+    let mut changed = false;
+    if !reply.managers.is_empty() && reply.managers != node.managers {
+        node.managers = reply.managers.clone();
+        changed = true;
+    }
+    if reply.role != node.role {
+        tracing::info!(from = %node.role, to = %reply.role, "role changed by the managers");
+        let key = tls::NodeKey::generate()?;
+        let csr = key.csr_pem(&node.node_id)?;
+        let cert = renew(shared, &node, &csr).await?;
+        node.cert_pem = cert;
+        node.key_pem = key.key_pem();
+        node.role = reply.role;
+        node.raft_id = reply.raft_id;
+        node.store(&shared.config.state_dir)
+            .map_err(|e| e.to_string())?;
+        match reply.role {
+            Role::Manager => {
+                shared.set_identity(node.clone()).await?;
+                let raft = shared.open_raft(&node).await.map_err(|e| e.to_string())?;
+                shared
+                    .start_manager(&node, raft)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Role::Worker => {
+                shared.stop_manager().await;
+                let _ = std::fs::remove_dir_all(shared.config.state_dir.join("raft"));
+                shared.set_identity(node).await?;
+            }
+        }
+        return Ok(());
+    }
+    if changed {
+        node.store(&shared.config.state_dir)
+            .map_err(|e| e.to_string())?;
+        *shared.node.write().await = Some(node);
+    }
+    Ok(())
+}
+
+async fn renew(
+    shared: &Arc<Shared>,
+    node: &crate::identity::NodeFile,
+    csr: &str,
+) -> Result<String, String> {
+    let client = shared.client.read().await.clone().ok_or("no identity")?;
+    let body = serde_json::json!({ "csr": csr });
+    let mut last = String::from("no manager known");
+    for addr in &node.managers {
+        match client.post::<_, String>(*addr, "/v1/renew", &body).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}

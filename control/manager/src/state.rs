@@ -1,0 +1,561 @@
+//! The replicated cluster state and the commands that change it.
+//!
+//! Every change to the cluster is a [`Command`] that the leader proposes to Raft;
+//! once committed, every manager applies it with [`ClusterState::apply`]. The
+//! function is pure and deterministic: it reads no clock and no randomness (the
+//! leader puts times, ids and key material into the command before proposing),
+//! so all managers reach the same state. A command that breaks a rule is still
+//! committed but changes nothing; its [`Outcome`] carries the refusal, with the
+//! words Docker uses where Docker has words for it.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// A node id: 25 lower-case base-36 characters, like Docker's.
+pub type NodeId = String;
+
+/// Seconds since the Unix epoch, as the leader saw them when it proposed.
+pub type Timestamp = u64;
+
+/// How many network or gossip keys the cluster keeps (Docker keeps 3).
+pub const KEPT_KEYS: usize = 3;
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes part in Raft and serves the manager API.
+    Manager,
+    /// Runs tasks only.
+    Worker,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+/// Whether the scheduler may place tasks on a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    /// New tasks may be placed.
+    #[default]
+    Active,
+    /// Running tasks stay; no new ones.
+    Pause,
+    /// Tasks move elsewhere.
+    Drain,
+}
+
+impl std::str::FromStr for Availability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "active" => Ok(Availability::Active),
+            "pause" => Ok(Availability::Pause),
+            "drain" => Ok(Availability::Drain),
+            other => Err(format!(
+                "invalid availability {other:?}: use active, pause or drain"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Availability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Availability::Active => "Active",
+            Availability::Pause => "Pause",
+            Availability::Drain => "Drain",
+        })
+    }
+}
+
+/// A node's health as the managers see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Joined, no heartbeat yet.
+    #[default]
+    Unknown,
+    /// Heartbeating.
+    Ready,
+    /// Missed its heartbeats.
+    Down,
+}
+
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeStatus::Unknown => "Unknown",
+            NodeStatus::Ready => "Ready",
+            NodeStatus::Down => "Down",
+        })
+    }
+}
+
+/// One node of the swarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Its id.
+    pub id: NodeId,
+    /// Its hostname, as it reported it.
+    pub hostname: String,
+    /// Manager or worker.
+    pub role: Role,
+    /// Scheduling availability.
+    pub availability: Availability,
+    /// User labels (`node update --label-add`).
+    pub labels: BTreeMap<String, String>,
+    /// The address other nodes reach it at (`--advertise-addr`).
+    pub addr: IpAddr,
+    /// Where its manager API listens (or would, once promoted).
+    pub api_addr: Option<SocketAddr>,
+    /// Its member id in the Raft group while it is a manager.
+    pub raft_id: Option<u64>,
+    /// Health.
+    pub status: NodeStatus,
+    /// Why the status is what it is ("heartbeat failure" and the like).
+    pub status_message: String,
+    /// When it joined.
+    pub created_at: Timestamp,
+    /// When anything about it last changed.
+    pub updated_at: Timestamp,
+    /// Bumped on every change, for optimistic updates.
+    pub version: u64,
+}
+
+/// A network or gossip key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterKey {
+    /// Key id (1-255), carried in sealed frames.
+    pub id: u8,
+    /// 32 bytes, hex.
+    pub secret: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+}
+
+/// The join tokens (`SWMTKN-1-...`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokens {
+    /// Joins as a worker.
+    pub worker: String,
+    /// Joins as a manager.
+    pub manager: String,
+}
+
+/// Cluster-wide settings (`swarm init` flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// How often the leader rotates network and gossip keys.
+    pub key_rotation_secs: u64,
+    /// How long a node may go without heartbeat before it is marked Down.
+    pub node_down_secs: u64,
+    /// How often nodes heartbeat.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            key_rotation_secs: 12 * 3600,
+            node_down_secs: 5,
+            heartbeat_secs: 1,
+        }
+    }
+}
+
+/// The swarm itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Its id.
+    pub id: String,
+    /// When `swarm init` ran.
+    pub created_at: Timestamp,
+    /// The root CA certificate (PEM).
+    pub ca_cert: String,
+    /// The root CA key (PEM). Replicated to managers only; never served.
+    pub ca_key: String,
+    /// The join tokens.
+    pub tokens: JoinTokens,
+    /// Network encryption keys, newest last; the newest seals.
+    pub network_keys: Vec<ClusterKey>,
+    /// Gossip keys, newest last.
+    pub gossip_keys: Vec<ClusterKey>,
+    /// When the keys were last rotated.
+    pub keys_rotated_at: Timestamp,
+    /// Settings.
+    pub settings: ClusterSettings,
+}
+
+/// What changes the cluster. The leader fills in times, ids and secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Command {
+    /// `swarm init`: the cluster and its first manager.
+    Init {
+        /// The cluster.
+        cluster: Box<Cluster>,
+        /// The first manager.
+        node: Box<Node>,
+    },
+    /// A node joined with a valid token.
+    Join {
+        /// The new node, as the leader built it.
+        node: Box<Node>,
+    },
+    /// `swarm join-token --rotate`.
+    RotateToken {
+        /// Which token.
+        role: Role,
+        /// The new token.
+        token: String,
+    },
+    /// `node update`.
+    UpdateNode {
+        /// The node (id, or a unique id prefix or hostname, resolved by the leader).
+        id: NodeId,
+        /// New availability.
+        availability: Option<Availability>,
+        /// Labels to add or change.
+        label_add: BTreeMap<String, String>,
+        /// Labels to remove.
+        label_rm: Vec<String>,
+        /// When.
+        at: Timestamp,
+    },
+    /// `node promote` / `node demote`.
+    SetRole {
+        /// The node.
+        id: NodeId,
+        /// The new role.
+        role: Role,
+        /// Its Raft member id when it becomes a manager.
+        raft_id: Option<u64>,
+        /// When.
+        at: Timestamp,
+    },
+    /// `node rm` (or a node leaving).
+    RemoveNode {
+        /// The node.
+        id: NodeId,
+        /// `--force`: remove although it is not down.
+        force: bool,
+    },
+    /// The leader's failure detector or a heartbeat changed a node's health.
+    SetStatus {
+        /// The node.
+        id: NodeId,
+        /// New status.
+        status: NodeStatus,
+        /// Why.
+        message: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// Key rotation: a new key becomes the sending key; at most [`KEPT_KEYS`] stay.
+    RotateKeys {
+        /// The new network key.
+        network: ClusterKey,
+        /// The new gossip key.
+        gossip: ClusterKey,
+        /// When.
+        at: Timestamp,
+    },
+    /// `swarm init --force-new-cluster`: only this manager stays in the group.
+    ForceNewCluster {
+        /// The surviving manager.
+        id: NodeId,
+        /// Its (new) Raft member id.
+        raft_id: u64,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// No `swarm init` yet.
+    #[error("this node is not part of a swarm")]
+    NoCluster,
+    /// `swarm init` twice.
+    #[error("this node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.")]
+    AlreadyInitialised,
+    /// Unknown node.
+    #[error("node {0} not found")]
+    NoSuchNode(NodeId),
+    /// A join that reuses an id.
+    #[error("node {0} is already a member of the swarm")]
+    DuplicateNode(NodeId),
+    /// `node rm` of a manager.
+    #[error("node {0} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal")]
+    RemoveManager(NodeId),
+    /// `node rm` without `--force` of a node that is up.
+    #[error("node {0} is not down and can't be removed")]
+    NotDown(NodeId),
+    /// Demoting the last manager.
+    #[error("attempting to demote the last manager of the swarm")]
+    LastManager,
+    /// A label key that cannot be used.
+    #[error("invalid label {0:?}: keys must be 1 to 128 characters without '=' or whitespace")]
+    BadLabel(String),
+    /// A key id that is not new.
+    #[error("key id {0} is already in use; rotation needs a fresh id")]
+    KeyIdInUse(u8),
+}
+
+/// The result of applying one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `None` when the command took effect.
+    pub refused: Option<Refusal>,
+}
+
+impl Outcome {
+    fn ok() -> Self {
+        Outcome { refused: None }
+    }
+
+    fn refuse(r: Refusal) -> Self {
+        Outcome { refused: Some(r) }
+    }
+
+    /// The refusal as an error.
+    pub fn into_result(self) -> Result<(), Refusal> {
+        self.refused.map_or(Ok(()), Err)
+    }
+}
+
+/// Everything the managers replicate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The swarm, once initialised.
+    pub cluster: Option<Cluster>,
+    /// The nodes, by id.
+    pub nodes: BTreeMap<NodeId, Node>,
+}
+
+fn valid_label_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= 128 && !k.contains('=') && !k.contains(char::is_whitespace)
+}
+
+impl ClusterState {
+    /// Applies a committed command.
+    pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        match self.try_apply(cmd) {
+            Ok(()) => Outcome::ok(),
+            Err(r) => Outcome::refuse(r),
+        }
+    }
+
+    /// The managers, in id order.
+    pub fn managers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.role == Role::Manager)
+    }
+
+    /// Finds a node by full id, unique id prefix or hostname, like Docker.
+    pub fn find_node(&self, key: &str) -> Result<&Node, String> {
+        if let Some(n) = self.nodes.get(key) {
+            return Ok(n);
+        }
+        let by_name: Vec<&Node> = self.nodes.values().filter(|n| n.hostname == key).collect();
+        if by_name.len() == 1 {
+            return Ok(by_name[0]);
+        }
+        if by_name.len() > 1 {
+            return Err(format!(
+                "node {key} is ambiguous ({} matches)",
+                by_name.len()
+            ));
+        }
+        let by_prefix: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| !key.is_empty() && n.id.starts_with(key))
+            .collect();
+        match by_prefix.len() {
+            1 => Ok(by_prefix[0]),
+            0 => Err(format!("node {key} not found")),
+            n => Err(format!("node {key} is ambiguous ({n} matches)")),
+        }
+    }
+
+    fn cluster_mut(&mut self) -> Result<&mut Cluster, Refusal> {
+        self.cluster.as_mut().ok_or(Refusal::NoCluster)
+    }
+
+    fn node_mut(&mut self, id: &str) -> Result<&mut Node, Refusal> {
+        self.nodes
+            .get_mut(id)
+            .ok_or_else(|| Refusal::NoSuchNode(id.to_string()))
+    }
+
+    fn try_apply(&mut self, cmd: &Command) -> Result<(), Refusal> {
+        match cmd {
+            Command::Init { cluster, node } => {
+                if self.cluster.is_some() {
+                    return Err(Refusal::AlreadyInitialised);
+                }
+                self.cluster = Some((**cluster).clone());
+                self.nodes.insert(node.id.clone(), (**node).clone());
+            }
+            Command::Join { node } => {
+                self.cluster_mut()?;
+                if self.nodes.contains_key(&node.id) {
+                    return Err(Refusal::DuplicateNode(node.id.clone()));
+                }
+                self.nodes.insert(node.id.clone(), (**node).clone());
+            }
+            Command::RotateToken { role, token } => {
+                let tokens = &mut self.cluster_mut()?.tokens;
+                match role {
+                    Role::Worker => tokens.worker = token.clone(),
+                    Role::Manager => tokens.manager = token.clone(),
+                }
+            }
+            Command::UpdateNode {
+                id,
+                availability,
+                label_add,
+                label_rm,
+                at,
+            } => {
+                if let Some(bad) = label_add
+                    .keys()
+                    .chain(label_rm.iter())
+                    .find(|k| !valid_label_key(k))
+                {
+                    return Err(Refusal::BadLabel(bad.clone()));
+                }
+                let node = self.node_mut(id)?;
+                if let Some(a) = availability {
+                    node.availability = *a;
+                }
+                for k in label_rm {
+                    node.labels.remove(k);
+                }
+                for (k, v) in label_add {
+                    node.labels.insert(k.clone(), v.clone());
+                }
+                node.updated_at = *at;
+                node.version += 1;
+            }
+            Command::SetRole {
+                id,
+                role,
+                raft_id,
+                at,
+            } => {
+                let current = self
+                    .nodes
+                    .get(id)
+                    .ok_or_else(|| Refusal::NoSuchNode(id.clone()))?;
+                if current.role == Role::Manager
+                    && *role == Role::Worker
+                    && self.managers().count() == 1
+                {
+                    return Err(Refusal::LastManager);
+                }
+                let node = self.node_mut(id)?;
+                node.role = *role;
+                node.raft_id = match role {
+                    Role::Manager => raft_id.or(node.raft_id),
+                    Role::Worker => None,
+                };
+                node.updated_at = *at;
+                node.version += 1;
+            }
+            Command::RemoveNode { id, force } => {
+                let node = self
+                    .nodes
+                    .get(id)
+                    .ok_or_else(|| Refusal::NoSuchNode(id.clone()))?;
+                if node.role == Role::Manager {
+                    return Err(Refusal::RemoveManager(id.clone()));
+                }
+                if !force && node.status != NodeStatus::Down {
+                    return Err(Refusal::NotDown(id.clone()));
+                }
+                self.nodes.remove(id);
+            }
+            Command::SetStatus {
+                id,
+                status,
+                message,
+                at,
+            } => {
+                let node = self.node_mut(id)?;
+                node.status = *status;
+                node.status_message = message.clone();
+                node.updated_at = *at;
+                node.version += 1;
+            }
+            Command::RotateKeys {
+                network,
+                gossip,
+                at,
+            } => {
+                let cluster = self.cluster_mut()?;
+                if cluster.network_keys.iter().any(|k| k.id == network.id) {
+                    return Err(Refusal::KeyIdInUse(network.id));
+                }
+                if cluster.gossip_keys.iter().any(|k| k.id == gossip.id) {
+                    return Err(Refusal::KeyIdInUse(gossip.id));
+                }
+                for (keys, new) in [
+                    (&mut cluster.network_keys, network),
+                    (&mut cluster.gossip_keys, gossip),
+                ] {
+                    keys.push(new.clone());
+                    let excess = keys.len().saturating_sub(KEPT_KEYS);
+                    keys.drain(..excess);
+                }
+                cluster.keys_rotated_at = *at;
+            }
+            Command::ForceNewCluster { id, raft_id, at } => {
+                self.cluster_mut()?;
+                if !self.nodes.contains_key(id) {
+                    return Err(Refusal::NoSuchNode(id.clone()));
+                }
+                for node in self.nodes.values_mut() {
+                    if node.id == *id {
+                        node.role = Role::Manager;
+                        node.raft_id = Some(*raft_id);
+                    } else if node.role == Role::Manager {
+                        // The other managers are gone from the Raft group; they
+                        // stay as (down) workers so their tasks can be moved.
+                        node.role = Role::Worker;
+                        node.raft_id = None;
+                        node.status = NodeStatus::Down;
+                        node.status_message = "removed by --force-new-cluster".into();
+                    }
+                    node.updated_at = *at;
+                    node.version += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next key id after the newest key (1-255, wrapping past 255 to 1).
+    pub fn next_key_id(keys: &[ClusterKey]) -> u8 {
+        let last = keys.last().map_or(0, |k| k.id);
+        if last == 255 {
+            1
+        } else {
+            last + 1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,940 @@
+//! One node's part in a swarm: its identity, and when it is a manager, its
+//! Raft node, its manager API and its leader duties.
+//!
+//! [`Swarm`] is what the daemon holds. `init`, `join` and `leave` change
+//! which swarm the node is in; [`Swarm::op`] runs an [`Op`] for the CLI,
+//! forwarding it to the leader when this manager is not the leader.
+//!
+//! The leader's duties run in [`leader`](crate::leader): failure detection
+//! from heartbeats, key rotation and keeping the Raft membership equal to the
+//! managers of the cluster state. Every node runs an [`agent`](crate::agent)
+//! that heartbeats and follows its role.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shoal_consensus::{Consensus, ConsensusConfig, ReadError, WriteError};
+use tokio::sync::{watch, Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::identity::NodeFile;
+use crate::net::{CallError, Client};
+use crate::ops::{HeartbeatReply, JoinReply, JoinRequest, Op, OpError, OpReply, TokenReply};
+use crate::state::{
+    Cluster, ClusterKey, ClusterSettings, ClusterState, Command, JoinTokens, Node, NodeStatus,
+    Outcome, Role,
+};
+use crate::tls;
+use crate::views::{NodeView, NOT_A_MANAGER, NOT_IN_SWARM, NO_LEADER};
+
+impl shoal_consensus::StateMachine for ClusterState {
+    type Command = Command;
+    type Response = Outcome;
+
+    fn apply(&mut self, cmd: &Command) -> Outcome {
+        ClusterState::apply(self, cmd)
+    }
+}
+
+/// The replicated state's Raft handle.
+pub type Raft = Consensus<ClusterState>;
+
+/// How long an op waits for a leader to be elected before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(6);
+/// How long a call to another manager may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Node-level settings.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Where the identity and the Raft store live.
+    pub state_dir: PathBuf,
+    /// This node's hostname, as `node ls` shows it.
+    pub hostname: String,
+    /// Raft timing.
+    pub consensus: ConsensusConfig,
+    /// Cluster settings used by `swarm init`.
+    pub settings: ClusterSettings,
+}
+
+/// `swarm init` options.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InitRequest {
+    /// The address other nodes reach this one at.
+    pub advertise_addr: IpAddr,
+    /// Where the manager API listens (default `0.0.0.0:2377`).
+    pub listen_addr: Option<SocketAddr>,
+    /// Recover a one-manager cluster from this node's surviving state.
+    #[serde(default)]
+    pub force_new_cluster: bool,
+}
+
+/// `swarm join` options.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JoinOptions {
+    /// The token.
+    pub token: String,
+    /// A manager's API address.
+    pub remote: SocketAddr,
+    /// The address other nodes reach this one at.
+    pub advertise_addr: IpAddr,
+    /// Where this node's manager API would listen (default `0.0.0.0:2377`).
+    pub listen_addr: Option<SocketAddr>,
+}
+
+/// What `swarm init` answers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InitReply {
+    /// This node's id.
+    pub node_id: String,
+    /// The worker join token.
+    pub worker_token: String,
+    /// The address to join at.
+    pub manager: SocketAddr,
+}
+
+/// This node's standing, for `shoal swarm` commands and `info`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SwarmInfo {
+    /// This node's id.
+    pub node_id: String,
+    /// The swarm's id.
+    pub cluster_id: String,
+    /// Its role.
+    pub role: Role,
+    /// The address it advertises.
+    pub addr: IpAddr,
+    /// Its manager API address (for managers, the join address to print).
+    pub manager_addr: SocketAddr,
+    /// Known managers.
+    pub managers: Vec<SocketAddr>,
+    /// Managers only: this node's Raft member id.
+    pub raft_id: Option<u64>,
+    /// Managers only: the Raft leader this manager knows of.
+    pub raft_leader: Option<u64>,
+    /// Managers only: the voting members.
+    pub raft_voters: Vec<u64>,
+}
+
+/// The parts of a running manager.
+pub(crate) struct ManagerParts {
+    pub(crate) raft: Raft,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// State shared by the server, the agent and the leader loop.
+pub(crate) struct Shared {
+    pub(crate) config: SwarmConfig,
+    pub(crate) node: RwLock<Option<NodeFile>>,
+    pub(crate) manager: RwLock<Option<ManagerParts>>,
+    /// Mutual-TLS client with this node's identity.
+    pub(crate) client: RwLock<Option<Client>>,
+    /// Leader only: when each node was last heard from.
+    pub(crate) last_seen: StdMutex<HashMap<String, Instant>>,
+}
+
+/// A node's membership in a swarm.
+pub struct Swarm {
+    pub(crate) shared: Arc<Shared>,
+    /// Serialises init, join, leave and role changes.
+    lifecycle: Mutex<()>,
+    agent: StdMutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A random id of `len` base-36 characters, like Docker's node ids.
+pub(crate) fn random_id(len: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut bytes = vec![0u8; len];
+    tls::fill_random(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % 36] as char)
+        .collect()
+}
+
+fn random_raft_id() -> u64 {
+    let mut b = [0u8; 8];
+    tls::fill_random(&mut b);
+    u64::from_be_bytes(b) >> 1 | 1
+}
+
+pub(crate) fn random_key(id: u8, at: u64) -> ClusterKey {
+    let mut secret = [0u8; 32];
+    tls::fill_random(&mut secret);
+    ClusterKey {
+        id,
+        secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
+        created_at: at,
+    }
+}
+
+fn refused(out: Outcome) -> Result<(), OpError> {
+    out.into_result().map_err(|r| match r {
+        crate::state::Refusal::NoSuchNode(_) => OpError::NotFound(r.to_string()),
+        _ => OpError::Refused(r.to_string()),
+    })
+}
+
+fn default_listen(listen: Option<SocketAddr>) -> SocketAddr {
+    listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 2377)))
+}
+
+/// The API address other nodes use: the advertised address and the listen port.
+fn api_addr(node: &NodeFile) -> SocketAddr {
+    SocketAddr::new(node.addr, node.listen.port())
+}
+
+impl Swarm {
+    /// A node in no swarm yet, or (when `state_dir` holds an identity) the
+    /// swarm it was in before a restart; call [`Swarm::resume`] next.
+    pub fn new(config: SwarmConfig) -> Self {
+        Swarm {
+            shared: Arc::new(Shared {
+                config,
+                node: RwLock::new(None),
+                manager: RwLock::new(None),
+                client: RwLock::new(None),
+                last_seen: StdMutex::new(HashMap::new()),
+            }),
+            lifecycle: Mutex::new(()),
+            agent: StdMutex::new(None),
+        }
+    }
+
+    /// Picks up the swarm this node was in before the daemon restarted.
+    pub async fn resume(&self) -> Result<bool, OpError> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(node) = NodeFile::load(&self.shared.config.state_dir)
+            .map_err(|e| OpError::Unavailable(e.to_string()))?
+        else {
+            return Ok(false);
+        };
+        self.activate(node, None).await?;
+        Ok(true)
+    }
+
+    /// This node's standing, or `None` outside a swarm.
+    pub async fn info(&self) -> Option<SwarmInfo> {
+        let node = self.shared.node.read().await.clone()?;
+        let metrics = self.shared.raft().await.map(|r| r.metrics());
+        Some(SwarmInfo {
+            raft_id: node.raft_id,
+            raft_leader: metrics.as_ref().and_then(|m| m.leader_id),
+            raft_voters: metrics
+                .map(|m| m.voters.into_iter().collect())
+                .unwrap_or_default(),
+            node_id: node.node_id.clone(),
+            cluster_id: node.cluster_id.clone(),
+            role: node.role,
+            addr: node.addr,
+            manager_addr: api_addr(&node),
+            managers: node.managers.clone(),
+        })
+    }
+
+    /// `swarm init`.
+    pub async fn init(&self, req: InitRequest) -> Result<InitReply, OpError> {
+        let _guard = self.lifecycle.lock().await;
+        let existing = NodeFile::load(&self.shared.config.state_dir)
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        if req.force_new_cluster {
+            return self.force_new_cluster(req, existing).await;
+        }
+        if existing.is_some() || self.shared.node.read().await.is_some() {
+            return Err(OpError::Refused(
+                "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.".into(),
+            ));
+        }
+        let now = now_secs();
+        let ca = tls::ClusterCa::generate().map_err(OpError::Invalid)?;
+        let cluster_id = random_id(25);
+        let node_id = random_id(25);
+        let raft_id = random_raft_id();
+        let listen = default_listen(req.listen_addr);
+        let key = tls::NodeKey::generate().map_err(OpError::Invalid)?;
+        let cert_pem = ca
+            .issue(
+                &key.csr_pem(&node_id).map_err(OpError::Invalid)?,
+                &node_id,
+                Role::Manager,
+                &cluster_id,
+            )
+            .map_err(OpError::Invalid)?;
+        let api = SocketAddr::new(req.advertise_addr, listen.port());
+        let cluster = Cluster {
+            id: cluster_id.clone(),
+            created_at: now,
+            ca_cert: ca.cert_pem(),
+            ca_key: ca.key_pem(),
+            tokens: JoinTokens {
+                worker: tls::new_join_token(&ca),
+                manager: tls::new_join_token(&ca),
+            },
+            network_keys: vec![random_key(1, now)],
+            gossip_keys: vec![random_key(1, now)],
+            keys_rotated_at: now,
+            settings: self.shared.config.settings.clone(),
+        };
+        let worker_token = cluster.tokens.worker.clone();
+        let node = Node {
+            id: node_id.clone(),
+            hostname: self.shared.config.hostname.clone(),
+            role: Role::Manager,
+            availability: Default::default(),
+            labels: BTreeMap::new(),
+            addr: req.advertise_addr,
+            api_addr: Some(api),
+            raft_id: Some(raft_id),
+            status: NodeStatus::Ready,
+            status_message: String::new(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let file = NodeFile {
+            node_id: node_id.clone(),
+            cluster_id,
+            role: Role::Manager,
+            raft_id: Some(raft_id),
+            addr: req.advertise_addr,
+            listen,
+            cert_pem,
+            key_pem: key.key_pem(),
+            ca_pem: ca.cert_pem(),
+            managers: vec![api],
+        };
+        file.store(&self.shared.config.state_dir)
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        let init = Command::Init {
+            cluster: Box::new(cluster),
+            node: Box::new(node),
+        };
+        if let Err(e) = self.activate(file, Some(init)).await {
+            let _ = self.stop_all().await;
+            let _ = NodeFile::wipe(&self.shared.config.state_dir);
+            return Err(e);
+        }
+        Ok(InitReply {
+            node_id,
+            worker_token,
+            manager: api,
+        })
+    }
+
+    async fn force_new_cluster(
+        &self,
+        req: InitRequest,
+        existing: Option<NodeFile>,
+    ) -> Result<InitReply, OpError> {
+        let Some(mut file) = existing else {
+            return Err(OpError::Invalid(format!(
+                "--force-new-cluster needs the state of a former manager in {}, and there is none",
+                self.shared.config.state_dir.display()
+            )));
+        };
+        if file.role != Role::Manager {
+            return Err(OpError::Invalid(
+                "--force-new-cluster needs the state of a former manager; this node was a worker"
+                    .into(),
+            ));
+        }
+        self.stop_all().await;
+        let raft_id = file.raft_id.unwrap_or_else(random_raft_id);
+        file.raft_id = Some(raft_id);
+        file.addr = req.advertise_addr;
+        file.listen = default_listen(req.listen_addr.or(Some(file.listen)));
+        let api = api_addr(&file);
+        file.managers = vec![api];
+        file.store(&self.shared.config.state_dir)
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        let dir = self.shared.config.state_dir.join("raft");
+        let transport = Arc::new(crate::server::RaftTransport::new(self.shared.clone()));
+        let raft = Consensus::force_new_cluster(
+            &dir,
+            raft_id,
+            api.to_string(),
+            self.shared.config.consensus.clone(),
+            transport,
+        )
+        .await
+        .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        // The lone voter elects itself after one election timeout; proposing
+        // before that would only be told to find a leader.
+        raft.wait_for_leader(LEADER_WAIT)
+            .await
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        self.start_with(file.clone(), raft).await?;
+        let shared = self.shared.clone();
+        let cmd = Command::ForceNewCluster {
+            id: file.node_id.clone(),
+            raft_id,
+            at: now_secs(),
+        };
+        let reply = shared.propose(cmd).await;
+        refused(reply?)?;
+        let worker_token = shared
+            .read_state(|s| s.cluster.as_ref().map(|c| c.tokens.worker.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(InitReply {
+            node_id: file.node_id,
+            worker_token,
+            manager: api,
+        })
+    }
+
+    /// `swarm join`.
+    pub async fn join(&self, opts: JoinOptions) -> Result<Role, OpError> {
+        let _guard = self.lifecycle.lock().await;
+        if self.shared.node.read().await.is_some() {
+            return Err(OpError::Refused(
+                "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.".into(),
+            ));
+        }
+        let token = tls::parse_join_token(&opts.token).map_err(OpError::Invalid)?;
+        let key = tls::NodeKey::generate().map_err(OpError::Invalid)?;
+        let listen = default_listen(opts.listen_addr);
+        let client = Client::new(
+            tls::bootstrap_client_config(&token),
+            crate::net::MANAGER_SERVER_NAME,
+            CALL_TIMEOUT,
+        );
+        let req = JoinRequest {
+            token: opts.token.clone(),
+            // The manager names the node; the CSR only carries its key.
+            csr: key.csr_pem("joining").map_err(OpError::Invalid)?,
+            hostname: self.shared.config.hostname.clone(),
+            addr: opts.advertise_addr,
+            listen,
+        };
+        let reply: JoinReply = match client.post(opts.remote, "/v1/join", &req).await {
+            Ok(r) => r,
+            Err(CallError::Refused { status, message }) => {
+                return Err(OpError::from_status(status, message))
+            }
+            Err(e) => return Err(OpError::Unavailable(e.to_string())),
+        };
+        let file = NodeFile {
+            node_id: reply.node_id,
+            cluster_id: reply.cluster_id,
+            role: reply.role,
+            raft_id: reply.raft_id,
+            addr: opts.advertise_addr,
+            listen,
+            cert_pem: reply.cert_pem,
+            key_pem: key.key_pem(),
+            ca_pem: reply.ca_pem,
+            managers: reply.managers,
+        };
+        file.store(&self.shared.config.state_dir)
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        let role = file.role;
+        if let Err(e) = self.activate(file, None).await {
+            let _ = self.stop_all().await;
+            let _ = crate::identity::NodeFile::wipe(&self.shared.config.state_dir);
+            return Err(e);
+        }
+        Ok(role)
+    }
+
+    /// `swarm leave`.
+    pub async fn leave(&self, force: bool) -> Result<(), OpError> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(node) = self.shared.node.read().await.clone() else {
+            return Err(OpError::Refused("This node is not part of a swarm".into()));
+        };
+        if node.role == Role::Manager && !force {
+            let managers = self
+                .shared
+                .read_state(|s| s.managers().count())
+                .await
+                .unwrap_or(1);
+            let left = managers.saturating_sub(1);
+            return Err(OpError::Refused(format!(
+                "You are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves {left} managers out of {managers}. Without a Raft quorum your swarm will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message."
+            )));
+        }
+        self.stop_all().await;
+        NodeFile::wipe(&self.shared.config.state_dir)
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Runs an op for the local CLI: refused on workers and outside a swarm.
+    pub async fn op(&self, op: Op) -> Result<OpReply, OpError> {
+        match self.shared.node.read().await.as_ref() {
+            None => return Err(OpError::Unavailable(NOT_IN_SWARM.into())),
+            Some(n) if n.role != Role::Manager => {
+                return Err(OpError::Forbidden(NOT_A_MANAGER.into()))
+            }
+            Some(_) => {}
+        }
+        self.shared.run_op(op).await
+    }
+
+    /// Stops everything (daemon shutdown); the identity stays for a restart.
+    pub async fn shutdown(&self) {
+        let _guard = self.lifecycle.lock().await;
+        self.stop_all().await;
+    }
+
+    async fn stop_all(&self) {
+        let agent = self.agent.lock().expect("agent lock").take();
+        if let Some((stop, task)) = agent {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        self.shared.stop_manager().await;
+        *self.shared.node.write().await = None;
+        *self.shared.client.write().await = None;
+    }
+
+    /// Brings up a node from its identity: the client, and for a manager the
+    /// Raft node and the API (proposing `init` first when given); then the agent.
+    async fn activate(&self, node: NodeFile, init: Option<Command>) -> Result<(), OpError> {
+        if node.role == Role::Manager {
+            let raft = self.shared.open_raft(&node).await?;
+            if let Some(cmd) = init {
+                raft.initialize_single()
+                    .await
+                    .map_err(|e| OpError::Unavailable(e.to_string()))?;
+                raft.wait_for_leader(LEADER_WAIT)
+                    .await
+                    .map_err(|e| OpError::Unavailable(e.to_string()))?;
+                self.start_with(node, raft.clone()).await?;
+                let out = raft
+                    .write(cmd)
+                    .await
+                    .map_err(|e| OpError::Unavailable(e.to_string()))?;
+                return refused(out);
+            }
+            self.start_with(node, raft).await
+        } else {
+            self.shared.set_node(node).await?;
+            self.start_agent();
+            Ok(())
+        }
+    }
+
+    async fn start_with(&self, node: NodeFile, raft: Raft) -> Result<(), OpError> {
+        self.shared.set_node(node.clone()).await?;
+        self.shared.start_manager(&node, raft).await?;
+        self.start_agent();
+        Ok(())
+    }
+
+    fn start_agent(&self) {
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(crate::agent::run(self.shared.clone(), rx));
+        if let Some((old, _)) = self.agent.lock().expect("agent lock").replace((stop, task)) {
+            let _ = old.send(true);
+        }
+    }
+}
+
+impl Shared {
+    /// Adopts a (new) identity: its certificate for calls, its file in memory.
+    pub(crate) async fn set_identity(&self, node: NodeFile) -> Result<(), String> {
+        self.set_node(node).await.map_err(|e| e.to_string())
+    }
+
+    async fn set_node(&self, node: NodeFile) -> Result<(), OpError> {
+        let tls = tls::client_config(&node).map_err(OpError::Invalid)?;
+        *self.client.write().await = Some(Client::new(
+            tls,
+            crate::net::MANAGER_SERVER_NAME,
+            CALL_TIMEOUT,
+        ));
+        *self.node.write().await = Some(node);
+        Ok(())
+    }
+
+    pub(crate) async fn open_raft(self: &Arc<Self>, node: &NodeFile) -> Result<Raft, OpError> {
+        let raft_id = node
+            .raft_id
+            .ok_or_else(|| OpError::Invalid("a manager identity without a Raft id".into()))?;
+        let transport = Arc::new(crate::server::RaftTransport::new(self.clone()));
+        Consensus::open(
+            &self.config.state_dir.join("raft"),
+            raft_id,
+            api_addr(node).to_string(),
+            self.config.consensus.clone(),
+            transport,
+        )
+        .await
+        .map_err(|e| OpError::Unavailable(e.to_string()))
+    }
+
+    /// Starts the manager API and the leader loop around `raft`.
+    pub(crate) async fn start_manager(
+        self: &Arc<Self>,
+        node: &NodeFile,
+        raft: Raft,
+    ) -> Result<(), OpError> {
+        let listener = tokio::net::TcpListener::bind(node.listen)
+            .await
+            .map_err(|e| {
+                OpError::Unavailable(format!(
+                    "cannot listen for the manager API on {}: {e}",
+                    node.listen
+                ))
+            })?;
+        let server_tls = tls::server_config(node).map_err(OpError::Invalid)?;
+        let (stop, rx) = watch::channel(false);
+        let router = crate::server::router(self.clone());
+        let serve = tokio::spawn(crate::net::serve(listener, server_tls, router, rx.clone()));
+        let lead = tokio::spawn(crate::leader::run(self.clone(), rx));
+        *self.manager.write().await = Some(ManagerParts {
+            raft,
+            stop,
+            tasks: vec![serve, lead],
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn stop_manager(&self) {
+        let parts = self.manager.write().await.take();
+        if let Some(parts) = parts {
+            let _ = parts.stop.send(true);
+            for t in parts.tasks {
+                let _ = t.await;
+            }
+            let _ = parts.raft.shutdown().await;
+        }
+    }
+
+    pub(crate) async fn raft(&self) -> Option<Raft> {
+        self.manager.read().await.as_ref().map(|m| m.raft.clone())
+    }
+
+    /// Reads the local copy of the state (managers only).
+    pub(crate) async fn read_state<T>(
+        &self,
+        f: impl FnOnce(&ClusterState) -> T,
+    ) -> Result<T, OpError> {
+        let raft = self
+            .raft()
+            .await
+            .ok_or_else(|| OpError::Forbidden(NOT_A_MANAGER.into()))?;
+        Ok(raft.read(f))
+    }
+
+    /// The leader's API address, waiting for an election if there is none.
+    async fn leader(&self, raft: &Raft) -> Result<Option<SocketAddr>, OpError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let m = raft.metrics();
+            if m.leader_id == Some(m.node_id) {
+                return Ok(None);
+            }
+            if let Some(addr) = m.leader_addr.as_deref().and_then(|a| a.parse().ok()) {
+                return Ok(Some(addr));
+            }
+            if Instant::now() >= deadline {
+                return Err(OpError::Unavailable(NO_LEADER.into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `op` on the leader: here if this manager leads, else over the API.
+    pub(crate) async fn run_op(self: &Arc<Self>, op: Op) -> Result<OpReply, OpError> {
+        let raft = self
+            .raft()
+            .await
+            .ok_or_else(|| OpError::Forbidden(NOT_A_MANAGER.into()))?;
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let result = match self.leader(&raft).await? {
+                None => self.execute(&raft, op.clone()).await,
+                Some(addr) => self.forward(addr, &op).await,
+            };
+            match result {
+                // Leadership moved while the op was on its way: ask again.
+                Err(OpError::Unavailable(m)) if Instant::now() < deadline => {
+                    tracing::debug!(message = %m, "op not served; retrying on the current leader");
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward(&self, leader: SocketAddr, op: &Op) -> Result<OpReply, OpError> {
+        let client = self
+            .client
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| OpError::Unavailable(NOT_IN_SWARM.into()))?;
+        client
+            .post(leader, "/v1/op", op)
+            .await
+            .map_err(|e| match e {
+                CallError::Refused { status, message } => OpError::from_status(status, message),
+                other => OpError::Unavailable(other.to_string()),
+            })
+    }
+
+    /// Proposes a command (forwarding to the leader when needed).
+    pub(crate) async fn propose(self: &Arc<Self>, cmd: Command) -> Result<Outcome, OpError> {
+        let raft = self
+            .raft()
+            .await
+            .ok_or_else(|| OpError::Forbidden(NOT_A_MANAGER.into()))?;
+        write(&raft, cmd).await
+    }
+
+    /// Executes an op; this manager must be the leader.
+    pub(crate) async fn execute(&self, raft: &Raft, op: Op) -> Result<OpReply, OpError> {
+        match op {
+            Op::Nodes => {
+                let (nodes, leader) = read_linear(raft, |s| s.nodes.clone()).await?;
+                Ok(OpReply::Nodes(
+                    nodes.values().map(|n| NodeView::of(n, leader)).collect(),
+                ))
+            }
+            Op::Node { key } => {
+                let (node, leader) = read_linear(raft, |s| s.find_node(&key).cloned()).await?;
+                let node = node.map_err(OpError::NotFound)?;
+                Ok(OpReply::Node(Box::new(NodeView::of(&node, leader))))
+            }
+            Op::UpdateNode {
+                key,
+                availability,
+                label_add,
+                label_rm,
+            } => {
+                let id = resolve(raft, &key)?;
+                refused(
+                    write(
+                        raft,
+                        Command::UpdateNode {
+                            id: id.clone(),
+                            availability,
+                            label_add,
+                            label_rm,
+                            at: now_secs(),
+                        },
+                    )
+                    .await?,
+                )?;
+                Ok(OpReply::Id(id))
+            }
+            Op::SetRole { key, role } => {
+                let id = resolve(raft, &key)?;
+                let raft_id = (role == Role::Manager).then(random_raft_id);
+                refused(
+                    write(
+                        raft,
+                        Command::SetRole {
+                            id: id.clone(),
+                            role,
+                            raft_id,
+                            at: now_secs(),
+                        },
+                    )
+                    .await?,
+                )?;
+                Ok(OpReply::Id(id))
+            }
+            Op::RemoveNode { key, force } => {
+                let id = resolve(raft, &key)?;
+                refused(
+                    write(
+                        raft,
+                        Command::RemoveNode {
+                            id: id.clone(),
+                            force,
+                        },
+                    )
+                    .await?,
+                )?;
+                self.last_seen.lock().expect("last_seen").remove(&id);
+                Ok(OpReply::Id(id))
+            }
+            Op::JoinToken { role, rotate } => {
+                if rotate {
+                    let ca = self.cluster_ca(raft)?;
+                    let token = tls::new_join_token(&ca);
+                    refused(write(raft, Command::RotateToken { role, token }).await?)?;
+                }
+                let (tokens, _) =
+                    read_linear(raft, |s| s.cluster.as_ref().map(|c| c.tokens.clone())).await?;
+                let tokens = tokens.ok_or_else(|| OpError::Unavailable(NOT_IN_SWARM.into()))?;
+                let token = match role {
+                    Role::Worker => tokens.worker,
+                    Role::Manager => tokens.manager,
+                };
+                Ok(OpReply::Token(TokenReply { role, token }))
+            }
+            Op::Join(req) => self.admit(raft, req).await,
+            Op::Heartbeat { node_id } => self.heartbeat(raft, node_id).await,
+            Op::Renew { node_id, csr } => {
+                let ca = self.cluster_ca(raft)?;
+                let (node, _) = read_linear(raft, |s| s.nodes.get(&node_id).cloned()).await?;
+                let node = node.ok_or_else(|| {
+                    OpError::Forbidden(format!("node {node_id} is not a member of this swarm"))
+                })?;
+                let cluster_id = raft.read(|s| s.cluster.as_ref().map(|c| c.id.clone()));
+                let cert = ca
+                    .issue(&csr, &node_id, node.role, &cluster_id.unwrap_or_default())
+                    .map_err(OpError::Invalid)?;
+                Ok(OpReply::Certificate(cert))
+            }
+        }
+    }
+
+    fn cluster_ca(&self, raft: &Raft) -> Result<tls::ClusterCa, OpError> {
+        let pems = raft.read(|s| {
+            s.cluster
+                .as_ref()
+                .map(|c| (c.ca_cert.clone(), c.ca_key.clone()))
+        });
+        let (cert, key) = pems.ok_or_else(|| OpError::Unavailable(NOT_IN_SWARM.into()))?;
+        tls::ClusterCa::from_pem(&cert, &key).map_err(OpError::Unavailable)
+    }
+
+    async fn admit(&self, raft: &Raft, req: JoinRequest) -> Result<OpReply, OpError> {
+        let (cluster, _) = read_linear(raft, |s| s.cluster.clone()).await?;
+        let cluster = cluster.ok_or_else(|| OpError::Unavailable(NOT_IN_SWARM.into()))?;
+        let role = if tls::token_matches(&req.token, &cluster.tokens.manager) {
+            Role::Manager
+        } else if tls::token_matches(&req.token, &cluster.tokens.worker) {
+            Role::Worker
+        } else {
+            return Err(OpError::Forbidden(
+                "invalid join token: it is not this swarm's current worker or manager token (was it rotated?)".into(),
+            ));
+        };
+        let ca = self.cluster_ca(raft)?;
+        let node_id = random_id(25);
+        let cert_pem = ca
+            .issue(&req.csr, &node_id, role, &cluster.id)
+            .map_err(OpError::Invalid)?;
+        let now = now_secs();
+        let raft_id = (role == Role::Manager).then(random_raft_id);
+        let api = SocketAddr::new(req.addr, req.listen.port());
+        let node = Node {
+            id: node_id.clone(),
+            hostname: req.hostname,
+            role,
+            availability: Default::default(),
+            labels: BTreeMap::new(),
+            addr: req.addr,
+            // Kept for workers too: where its manager API listens once promoted.
+            api_addr: Some(api),
+            raft_id,
+            status: NodeStatus::Ready,
+            status_message: String::new(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        refused(
+            write(
+                raft,
+                Command::Join {
+                    node: Box::new(node),
+                },
+            )
+            .await?,
+        )?;
+        self.last_seen
+            .lock()
+            .expect("last_seen")
+            .insert(node_id.clone(), Instant::now());
+        let managers = raft.read(manager_addrs);
+        Ok(OpReply::Joined(Box::new(JoinReply {
+            node_id,
+            cluster_id: cluster.id,
+            role,
+            raft_id,
+            cert_pem,
+            ca_pem: cluster.ca_cert,
+            managers,
+        })))
+    }
+
+    async fn heartbeat(&self, raft: &Raft, node_id: String) -> Result<OpReply, OpError> {
+        let node = raft.read(|s| s.nodes.get(&node_id).cloned());
+        let node = node.ok_or_else(|| {
+            OpError::Forbidden(format!(
+                "node {node_id} is not a member of this swarm (was it removed?)"
+            ))
+        })?;
+        self.last_seen
+            .lock()
+            .expect("last_seen")
+            .insert(node_id.clone(), Instant::now());
+        if node.status != NodeStatus::Ready {
+            refused(
+                write(
+                    raft,
+                    Command::SetStatus {
+                        id: node_id.clone(),
+                        status: NodeStatus::Ready,
+                        message: String::new(),
+                        at: now_secs(),
+                    },
+                )
+                .await?,
+            )?;
+        }
+        let reply = raft.read(|s| {
+            let c = s.cluster.as_ref();
+            HeartbeatReply {
+                role: node.role,
+                raft_id: s.nodes.get(&node_id).and_then(|n| n.raft_id),
+                managers: manager_addrs(s),
+                network_keys: c.map(|c| c.network_keys.clone()).unwrap_or_default(),
+                gossip_keys: c.map(|c| c.gossip_keys.clone()).unwrap_or_default(),
+                heartbeat_secs: c.map_or(1, |c| c.settings.heartbeat_secs),
+            }
+        });
+        Ok(OpReply::Heartbeat(Box::new(reply)))
+    }
+}
+
+/// The API addresses of the managers in `s`.
+pub(crate) fn manager_addrs(s: &ClusterState) -> Vec<SocketAddr> {
+    s.managers().filter_map(|n| n.api_addr).collect()
+}
+
+fn resolve(raft: &Raft, key: &str) -> Result<String, OpError> {
+    raft.read(|s| s.find_node(key).map(|n| n.id.clone()))
+        .map_err(OpError::NotFound)
+}
+
+/// A linearizable read on the leader, with the leader's Raft id.
+async fn read_linear<T>(
+    raft: &Raft,
+    f: impl FnOnce(&ClusterState) -> T,
+) -> Result<(T, Option<u64>), OpError> {
+    let value = raft.linearizable_read(f).await.map_err(|e| match e {
+        ReadError::ForwardToLeader { .. } => OpError::Unavailable("leadership moved".into()),
+        other => OpError::Unavailable(format!("{NO_LEADER} ({other})")),
+    })?;
+    Ok((value, raft.metrics().leader_id))
+}
+
+/// Commits a command on this (leading) manager.
+async fn write(raft: &Raft, cmd: Command) -> Result<Outcome, OpError> {
+    raft.write(cmd).await.map_err(|e| match e {
+        WriteError::ForwardToLeader { .. } => OpError::Unavailable("leadership moved".into()),
+        WriteError::Timeout(_) | WriteError::Interrupted => {
+            OpError::Unavailable(format!("{NO_LEADER} ({e})"))
+        }
+        other => OpError::Unavailable(other.to_string()),
+    })
+}

@@ -1,2 +1,0 @@
-//! The cluster PKI: placeholder, being written.
-#![forbid(unsafe_code)]
