@@ -7,6 +7,7 @@
 pub mod dataplane;
 pub mod doctor;
 pub mod http;
+pub mod swarm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,132 @@ enum Command {
         control: PathBuf,
         #[command(subcommand)]
         command: DataplaneCommand,
+    },
+    /// Manage the swarm (init, join, join-token, leave).
+    Swarm {
+        #[command(flatten)]
+        control: Control,
+        #[command(subcommand)]
+        command: SwarmCommand,
+    },
+    /// Manage the swarm's nodes (managers only).
+    Node {
+        #[command(flatten)]
+        control: Control,
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+/// The local shoald's API socket.
+#[derive(Debug, clap::Args)]
+struct Control {
+    /// shoald's API socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/run/shoal/shoald.sock",
+        env = "SHOAL_CONTROL",
+        global = true
+    )]
+    control: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum SwarmCommand {
+    /// Initialize a swarm: this node becomes its first manager.
+    Init {
+        /// The address other nodes reach this one at.
+        #[arg(long, value_name = "ADDR")]
+        advertise_addr: Option<std::net::IpAddr>,
+        /// Where the manager API listens.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen_addr: Option<std::net::SocketAddr>,
+        /// Restart a one-manager swarm from this node's surviving state.
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
+    /// Join a swarm as a worker or a manager (the token says which).
+    Join {
+        /// The join token.
+        #[arg(long)]
+        token: String,
+        /// The address other nodes reach this one at.
+        #[arg(long, value_name = "ADDR")]
+        advertise_addr: Option<std::net::IpAddr>,
+        /// Where this node's manager API would listen.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen_addr: Option<std::net::SocketAddr>,
+        /// A manager, as HOST:PORT.
+        remote: String,
+    },
+    /// Print or rotate a join token.
+    JoinToken {
+        /// Make a new token; the old one stops working.
+        #[arg(long)]
+        rotate: bool,
+        /// Print the token only.
+        #[arg(long, short)]
+        quiet: bool,
+        /// worker or manager.
+        role: String,
+    },
+    /// Leave the swarm.
+    Leave {
+        /// Leave even as a manager.
+        #[arg(long, short)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// List the nodes of the swarm.
+    Ls {
+        /// Print ids only.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show nodes in detail (JSON).
+    Inspect {
+        /// Node ids, id prefixes or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make workers managers.
+    Promote {
+        /// Node ids, id prefixes or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make managers workers.
+    Demote {
+        /// Node ids, id prefixes or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Change a node's availability or labels.
+    Update {
+        /// active, pause or drain.
+        #[arg(long)]
+        availability: Option<String>,
+        /// Add or change a label (key=value).
+        #[arg(long = "label-add", value_name = "KEY=VALUE")]
+        label_add: Vec<String>,
+        /// Remove a label.
+        #[arg(long = "label-rm", value_name = "KEY")]
+        label_rm: Vec<String>,
+        /// Node id, id prefix or hostname.
+        node: String,
+    },
+    /// Remove nodes from the swarm.
+    Rm {
+        /// Remove even if the node is not down.
+        #[arg(long, short)]
+        force: bool,
+        /// Node ids, id prefixes or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
     },
 }
 
@@ -96,6 +223,48 @@ pub fn main() -> ExitCode {
                 dataplane::set_keys(&control, &network, &keys, tx)
             }
         },
+        Command::Swarm { control, command } => {
+            let c = &control.control;
+            match command {
+                SwarmCommand::Init {
+                    advertise_addr,
+                    listen_addr,
+                    force_new_cluster,
+                } => swarm::init(c, advertise_addr, listen_addr, force_new_cluster),
+                SwarmCommand::Join {
+                    token,
+                    advertise_addr,
+                    listen_addr,
+                    remote,
+                } => swarm::join(c, &token, &remote, advertise_addr, listen_addr),
+                SwarmCommand::JoinToken {
+                    rotate,
+                    quiet,
+                    role,
+                } => swarm::join_token(c, &role, rotate, quiet),
+                SwarmCommand::Leave { force } => swarm::leave(c, force),
+            }
+        }
+        Command::Node { control, command } => {
+            let c = &control.control;
+            match command {
+                NodeCommand::Ls { quiet } => swarm::node_ls(c, quiet),
+                NodeCommand::Inspect { nodes } => swarm::node_inspect(c, &nodes),
+                NodeCommand::Promote { nodes } => {
+                    swarm::set_role(c, &nodes, shoal_manager::state::Role::Manager)
+                }
+                NodeCommand::Demote { nodes } => {
+                    swarm::set_role(c, &nodes, shoal_manager::state::Role::Worker)
+                }
+                NodeCommand::Update {
+                    availability,
+                    label_add,
+                    label_rm,
+                    node,
+                } => swarm::update(c, &node, availability.as_deref(), &label_add, &label_rm),
+                NodeCommand::Rm { force, nodes } => swarm::remove(c, &nodes, force),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

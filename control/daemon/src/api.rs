@@ -30,15 +30,28 @@ use crate::file::{key_ring, KeySection};
 /// The API's view of the daemon.
 pub type AppState = Arc<DataPlane>;
 
-/// The router of the local API.
-pub fn router(dp: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/v1/dataplane", get(status))
-        .route("/v1/networks/{name}/keys", put(set_keys))
-        .route("/v1/networks/{name}/remotes", post(upsert_remote))
-        .route("/v1/networks/{name}/remotes/{mac}", delete(remove_remote))
-        .with_state(dp)
+/// The router of the local API: the data plane's routes when this daemon
+/// runs one (a node in swarm mode gets its networks from the managers later),
+/// and the swarm routes of [`shoal_manager::local`].
+pub fn router(dp: Option<AppState>, swarm: Arc<shoal_manager::swarm::Swarm>) -> Router {
+    let data = match dp {
+        Some(dp) => Router::new()
+            .route("/metrics", get(metrics))
+            .route("/v1/dataplane", get(status))
+            .route("/v1/networks/{name}/keys", put(set_keys))
+            .route("/v1/networks/{name}/remotes", post(upsert_remote))
+            .route("/v1/networks/{name}/remotes/{mac}", delete(remove_remote))
+            .with_state(dp),
+        None => Router::new().route("/v1/dataplane", get(no_dataplane)),
+    };
+    data.merge(shoal_manager::local::router(swarm))
+}
+
+async fn no_dataplane() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this shoald runs no standalone data plane (start it with --config FILE)".into(),
+    )
 }
 
 /// An error answer: a status and a message naming the problem.

@@ -1,8 +1,10 @@
 //! The `shoald` node daemon.
 //!
-//! Today it runs in standalone mode: `shoald --config FILE` brings up the data
-//! plane described by a static file and serves the local API on a Unix socket.
-//! The manager and gossip will feed the same data-plane calls later.
+//! It serves the local API on a Unix socket and takes part in a swarm
+//! (`shoal swarm init` / `join`): as a manager it runs the Raft-replicated
+//! cluster state and the manager API on 2377, as any node it heartbeats (see
+//! `shoal-manager`). With `--config FILE` it also brings up the standalone data
+//! plane that the file describes.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -14,6 +16,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use shoal_consensus::ConsensusConfig;
+use shoal_manager::state::ClusterSettings;
+use shoal_manager::swarm::{Swarm, SwarmConfig};
 use shoal_node::DataPlane;
 
 /// Default path of the local API socket.
@@ -27,9 +32,20 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/shoal/shoald.sock";
     about = "Shoal node daemon: userspace VXLAN overlay data plane"
 )]
 struct Args {
-    /// Standalone configuration file (TOML): node, networks, endpoints, peers, keys.
+    /// Standalone data-plane file (TOML): node, networks, endpoints, peers, keys.
     #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Where the swarm identity and the manager's Raft store live.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/shoal",
+        env = "SHOAL_STATE_DIR"
+    )]
+    state_dir: PathBuf,
+    /// The hostname `node ls` shows (default: the system's).
+    #[arg(long, env = "SHOAL_HOSTNAME")]
+    hostname: Option<String>,
     /// Unix socket of the local API (metrics, status, key rotation).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET, env = "SHOAL_CONTROL")]
     control: PathBuf,
@@ -67,21 +83,59 @@ where
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = file::load(&args.config)?;
-    let node = config.node_addr;
-    let dp = Arc::new(DataPlane::start(config).context("cannot start the data plane")?);
-    let span = tracing::info_span!("node", addr = %node);
-    let _enter = span.enter();
-    tracing::info!(listen = %dp.local_addr()?, "data plane running");
-
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let dp = match &args.config {
+        Some(path) => {
+            let config = file::load(path)?;
+            let dp = Arc::new(DataPlane::start(config).context("cannot start the data plane")?);
+            tracing::info!(listen = %dp.local_addr()?, "data plane running");
+            Some(dp)
+        }
+        None => None,
+    };
+    let hostname = match args.hostname.clone() {
+        Some(h) => h,
+        None => system_hostname(),
+    };
+    let swarm = Arc::new(Swarm::new(SwarmConfig {
+        state_dir: args.state_dir.clone(),
+        hostname,
+        consensus: ConsensusConfig::default(),
+        settings: ClusterSettings::default(),
+    }));
+    // Two threads: the manager's Raft, its API and the local API must not
+    // wait behind one another.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the API runtime")?;
-    rt.block_on(serve(dp, &args.control))
+    rt.block_on(async {
+        if swarm
+            .resume()
+            .await
+            .context("cannot resume the swarm this node was in")?
+        {
+            tracing::info!("resumed swarm membership");
+        }
+        let result = serve(dp, swarm.clone(), &args.control).await;
+        swarm.shutdown().await;
+        result
+    })
 }
 
-async fn serve(dp: Arc<DataPlane>, control: &std::path::Path) -> anyhow::Result<()> {
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn serve(
+    dp: Option<Arc<DataPlane>>,
+    swarm: Arc<Swarm>,
+    control: &std::path::Path,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
     if let Some(dir) = control.parent() {
@@ -116,7 +170,7 @@ async fn serve(dp: Arc<DataPlane>, control: &std::path::Path) -> anyhow::Result<
         }
         tracing::info!("shutting down");
     };
-    let result = axum::serve(listener, api::router(dp))
+    let result = axum::serve(listener, api::router(dp, swarm))
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = std::fs::remove_file(control);
