@@ -5,6 +5,8 @@
 
 mod attacks;
 mod cluster;
+#[path = "../common/http.rs"]
+mod http;
 mod interop;
 mod pairs;
 mod rotation;
