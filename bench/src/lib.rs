@@ -5,3 +5,4 @@
 pub mod chart;
 pub mod overlay;
 pub mod peers;
+pub mod raft;

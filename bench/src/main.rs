@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shoal_bench::overlay;
+use shoal_bench::{overlay, raft};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -61,10 +61,68 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("raft") => {
+            let mut settings = raft::Settings::default();
+            let mut rest = args[2..].iter();
+            while let Some(a) = rest.next() {
+                if a == "--no-etcd" {
+                    settings.etcd = false;
+                    continue;
+                }
+                let value = rest.next().map(String::as_str);
+                match (a.as_str(), value) {
+                    ("--writes", Some(v)) if matches!(v.parse::<u32>(), Ok(1..=1_000_000)) => {
+                        settings.writes = v.parse().unwrap_or(1);
+                    }
+                    ("--clients", Some(v)) => match parse_clients(v) {
+                        Some(c) => settings.clients = c,
+                        None => {
+                            eprintln!("shoal-bench raft: --clients wants a comma-separated list of 1..=256, not {v:?}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                    _ => {
+                        eprintln!("shoal-bench raft: unknown or invalid option {a:?} (use --writes 1..=1000000, --clients 1,16, --no-etcd)");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            raft_main(&settings)
+        }
         _ => {
             eprintln!(
-                "usage: shoal-bench overlay [--seconds N] [--pings N] [--workers N] [--no-peers]"
+                "usage: shoal-bench overlay [--seconds N] [--pings N] [--workers N] [--no-peers]\n       shoal-bench raft [--writes N] [--clients 1,16] [--no-etcd]"
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_clients(v: &str) -> Option<Vec<u32>> {
+    let c: Vec<u32> = v
+        .split(',')
+        .map(|c| c.trim().parse().ok().filter(|n| (1..=256).contains(n)))
+        .collect::<Option<_>>()?;
+    (!c.is_empty()).then_some(c)
+}
+
+fn raft_main(settings: &raft::Settings) -> ExitCode {
+    match raft::run(settings) {
+        Ok(rows) => {
+            print!("{}", raft::render(&rows));
+            match raft::write_files(&rows, &settings.out_dir) {
+                Ok(()) => {
+                    eprintln!("results in {}/raft.{{json,md}}", settings.out_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shoal-bench: cannot write results: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("shoal-bench raft: {e:#}");
             ExitCode::FAILURE
         }
     }

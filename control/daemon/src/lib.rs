@@ -49,8 +49,10 @@ struct Args {
     /// Unix socket of the local API (metrics, status, key rotation).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET, env = "SHOAL_CONTROL")]
     control: PathBuf,
-    /// Log filter, e.g. `info` or `shoal_node=debug`.
-    #[arg(long, default_value = "info", env = "SHOAL_LOG")]
+    /// Log filter, e.g. `info` or `shoal_node=debug`. Openraft stays at
+    /// `error` by default: its info and warn lines narrate every election and
+    /// membership change (and warn about messages it rightly ignores).
+    #[arg(long, default_value = "info,openraft=error", env = "SHOAL_LOG")]
     log: String,
 }
 
@@ -67,8 +69,13 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let args = Args::parse_from(args);
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("shoald: invalid --log filter {:?}: {e}", args.log);
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
