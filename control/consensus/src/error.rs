@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::ConfigError;
+use crate::store::{OpenError, SealError};
 use crate::NodeId;
 
 /// The redb store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Creating the directory that holds `raft.redb` failed.
+    /// Creating the directory that holds `raft.redb` and `raft.key` failed.
     #[error("cannot create the Raft store directory {}: {source}", path.display())]
     CreateDir {
         /// The directory.
@@ -33,12 +34,64 @@ pub enum StoreError {
         /// The cause.
         source: Box<redb::Error>,
     },
+    /// `raft.redb` exists but `raft.key` does not: the records cannot be decrypted, and a new
+    /// key would not help.
+    #[error("the Raft store {} exists but its key file {} is missing, so its records cannot be decrypted; restore the key file from the backup or manager this directory came from (a store directory is only usable whole), or remove the directory to leave the swarm's Raft group and rejoin", db.display(), key.display())]
+    KeyMissing {
+        /// The database file.
+        db: PathBuf,
+        /// The key file that should be next to it.
+        key: PathBuf,
+    },
+    /// The key file does not hold a 32-byte key.
+    #[error("the Raft store key file {} holds {len} bytes instead of 32: it is damaged or not a key file; restore it from the backup or manager this directory came from", path.display())]
+    KeyDamaged {
+        /// The key file.
+        path: PathBuf,
+        /// What it holds.
+        len: usize,
+    },
+    /// Reading or creating the key file failed.
+    #[error("cannot {op} the Raft store key file {}: {source}", path.display())]
+    KeyIo {
+        /// What was being done.
+        op: &'static str,
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The system random source gave no bytes for a new key file.
+    #[error("cannot create the Raft store key file {}: the system random source failed", path.display())]
+    KeyRandom {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A record could not be sealed before writing.
+    #[error("cannot seal Raft store record {record}: {source}")]
+    Seal {
+        /// Which record (`table/key`).
+        record: String,
+        /// The cause.
+        source: SealError,
+    },
+    /// A sealed record failed to open: it is corrupt, or `raft.key` is not the key it was
+    /// sealed with.
+    #[error("Raft store record {table}/{key} cannot be decrypted: {source}; the record is corrupt, or raft.key is not the key this raft.redb was sealed with (were the two files copied from different directories?)")]
+    Unseal {
+        /// The table.
+        table: &'static str,
+        /// The key within the table (a log index for `logs`).
+        key: String,
+        /// The cause.
+        source: OpenError,
+    },
     /// A stored record could not be encoded or decoded (the file is corrupt or from an
     /// incompatible version).
     #[error("Raft store record `{what}` cannot be encoded or decoded: {source}")]
     Codec {
-        /// Which record.
-        what: &'static str,
+        /// Which record (`table/key` for a sealed one).
+        what: String,
         /// The cause.
         source: serde_json::Error,
     },

@@ -4,8 +4,17 @@
 //! - The replicated state is any deterministic [`StateMachine`]; the crate knows nothing of the
 //!   cluster model, so the daemon plugs it in and tests use a toy map.
 //! - Everything durable (vote, log, committed and purged log ids, the applied state, the current
-//!   snapshot) lives in one redb file, `<dir>/raft.redb`, so one directory is one manager's
-//!   whole Raft identity and can be copied for [`Consensus::force_new_cluster`] recovery.
+//!   snapshot) lives in one redb file, `<dir>/raft.redb`, next to its data-encryption key,
+//!   `<dir>/raft.key` (32 random bytes, mode 0600, made with the store). One directory is one
+//!   manager's whole Raft identity and can be copied, key included, for
+//!   [`Consensus::force_new_cluster`] recovery.
+//! - The replicated state holds the swarm's secrets, so, as Swarm does for its Raft log and
+//!   snapshots, every record carrying it (log entries, the applied state, the snapshot) is
+//!   sealed with AES-256-GCM under that key and bound to its table and key: `raft.redb` alone
+//!   reveals nothing. Only the vote and the committed and purged log ids stay plain. A store
+//!   whose key file is missing or damaged refuses to open; a new key is never made for old
+//!   data. Snapshots go to other managers plain (inside the transport's TLS), and each
+//!   manager seals what it stores with its own key.
 //! - The wire is not ours: [`Transport`] is the outgoing side (the daemon implements it over
 //!   mutual-TLS HTTP) and `Consensus::handle_*` the incoming side. Both carry openraft's own
 //!   serde types, so a reply crosses the network exactly as the remote node produced it.

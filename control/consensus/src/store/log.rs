@@ -12,14 +12,14 @@ use openraft::{
 use redb::ReadableTable;
 
 use super::{
-    db_err, decode, encode, get_json, put_json, sto, Db, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE,
+    db_err, encode, get_meta, put_meta, sto, Db, Slot, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE,
     LOGS, META,
 };
 use crate::error::StoreError;
 use crate::{LogEntry, NodeId, StateMachine, TypeConfig};
 
-/// The Raft log, the vote and the committed/purged log ids. Cloning shares the database; a
-/// clone is also the log reader openraft hands to replication tasks.
+/// The Raft log (entries sealed), the vote and the committed/purged log ids (plain). Cloning
+/// shares the database; a clone is also the log reader openraft hands to replication tasks.
 pub struct LogStore<S> {
     db: Arc<Db>,
     _state: PhantomData<fn() -> S>,
@@ -56,14 +56,14 @@ impl<S: StateMachine> LogStore<S> {
             .map_err(db_err("reading log entries"))?;
         let mut out = Vec::new();
         for item in t.range(range).map_err(db_err("reading log entries"))? {
-            let (_, v) = item.map_err(db_err("reading log entries"))?;
-            out.push(decode("log entry", v.value())?);
+            let (k, v) = item.map_err(db_err("reading log entries"))?;
+            out.push(self.db.open_json(Slot::Log(k.value()), v.value())?);
         }
         Ok(out)
     }
 
     fn log_state(&self) -> Result<LogState<TypeConfig<S>>, StoreError> {
-        let last_purged: Option<LogId<NodeId>> = get_json(&self.db, META, KEY_LAST_PURGED)?;
+        let last_purged: Option<LogId<NodeId>> = get_meta(&self.db, KEY_LAST_PURGED)?;
         let txn = self
             .db
             .begin_read()
@@ -72,7 +72,11 @@ impl<S: StateMachine> LogStore<S> {
             .open_table(LOGS)
             .map_err(db_err("reading the log state"))?;
         let last = match t.last().map_err(db_err("reading the log state"))? {
-            Some((_, v)) => Some(decode::<LogEntry<S>>("log entry", v.value())?.log_id),
+            Some((k, v)) => Some(
+                self.db
+                    .open_json::<LogEntry<S>>(Slot::Log(k.value()), v.value())?
+                    .log_id,
+            ),
             None => None,
         };
         Ok(LogState {
@@ -112,7 +116,7 @@ impl<S: StateMachine> LogStore<S> {
     }
 
     fn purge_upto(&self, log_id: &LogId<NodeId>) -> Result<(), StoreError> {
-        let bytes = encode(KEY_LAST_PURGED, &Some(*log_id))?;
+        let bytes = encode(&KEY_LAST_PURGED, &Some(*log_id))?;
         let txn = self.db.begin_write().map_err(db_err("purging the log"))?;
         {
             let mut meta = txn.open_table(META).map_err(db_err("purging the log"))?;
@@ -150,23 +154,23 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStore<S> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        put_json(&self.db, META, KEY_VOTE, vote).map_err(sto(ErrorSubject::Vote, ErrorVerb::Write))
+        put_meta(&self.db, KEY_VOTE, vote).map_err(sto(ErrorSubject::Vote, ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        get_json(&self.db, META, KEY_VOTE).map_err(sto(ErrorSubject::Vote, ErrorVerb::Read))
+        get_meta(&self.db, KEY_VOTE).map_err(sto(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        put_json(&self.db, META, KEY_COMMITTED, &committed)
+        put_meta(&self.db, KEY_COMMITTED, &committed)
             .map_err(sto(ErrorSubject::Store, ErrorVerb::Write))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        get_json::<Option<LogId<NodeId>>>(&self.db, META, KEY_COMMITTED)
+        get_meta::<Option<LogId<NodeId>>>(&self.db, KEY_COMMITTED)
             .map(Option::flatten)
             .map_err(sto(ErrorSubject::Store, ErrorVerb::Read))
     }
@@ -182,11 +186,14 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStore<S> {
         I: IntoIterator<Item = LogEntry<S>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let encoded: Result<Vec<(u64, Vec<u8>)>, StoreError> = entries
+        let sealed: Result<Vec<(u64, Vec<u8>)>, StoreError> = entries
             .into_iter()
-            .map(|e| encode("log entry", &e).map(|b| (e.log_id.index, b)))
+            .map(|e| {
+                let index = e.log_id.index;
+                self.db.seal_json(Slot::Log(index), &e).map(|b| (index, b))
+            })
             .collect();
-        let result = encoded.and_then(|batch| self.write_entries(batch));
+        let result = sealed.and_then(|batch| self.write_entries(batch));
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

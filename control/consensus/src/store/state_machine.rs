@@ -3,6 +3,10 @@
 //! The state lives in memory behind a lock shared with the `Consensus` handle's readers. Every
 //! applied batch ends with one durable transaction holding the whole [`AppliedState`]; a
 //! snapshot is that same record serialized, stored next to its meta in the `snapshot` table.
+//!
+//! Every record here is sealed on its way into redb and opened on its way out. Snapshot data
+//! crosses this boundary plain in both directions (built, installed from the leader, handed to
+//! openraft to send): the receiving manager seals it with its own key when it stores it.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +20,7 @@ use openraft::{
 
 use super::{
     db_err, decode, encode, sto, AppliedState, Db, SharedState, KEY_APPLIED, KEY_SNAPSHOT_DATA,
-    KEY_SNAPSHOT_META, SM, SNAPSHOT,
+    KEY_SNAPSHOT_META, SLOT_APPLIED, SLOT_SNAPSHOT_DATA, SLOT_SNAPSHOT_META, SM, SNAPSHOT,
 };
 use crate::error::StoreError;
 use crate::{LogEntry, ManagerNode, NodeId, StateMachine, TypeConfig};
@@ -45,8 +49,25 @@ impl<S: StateMachine> StateMachineStore<S> {
         self.shared.clone()
     }
 
+    /// Reads the persisted applied state; the default one if nothing was applied yet.
+    pub(super) fn load_applied(db: &Db) -> Result<AppliedState<S>, StoreError> {
+        let txn = db
+            .begin_read()
+            .map_err(db_err("loading the applied state"))?;
+        let t = txn
+            .open_table(SM)
+            .map_err(db_err("loading the applied state"))?;
+        match t
+            .get(KEY_APPLIED)
+            .map_err(db_err("loading the applied state"))?
+        {
+            Some(v) => db.open_json(SLOT_APPLIED, v.value()),
+            None => Ok(AppliedState::default()),
+        }
+    }
+
     fn persist_applied(&self, applied: &AppliedState<S>) -> Result<(), StoreError> {
-        let bytes = encode(KEY_APPLIED, applied)?;
+        let bytes = self.db.seal_json(SLOT_APPLIED, applied)?;
         let txn = self
             .db
             .begin_write()
@@ -61,15 +82,17 @@ impl<S: StateMachine> StateMachineStore<S> {
         txn.commit().map_err(db_err("saving the applied state"))
     }
 
-    /// Saves the snapshot and, if given, the applied state it replaces, in one transaction.
+    /// Seals and saves the snapshot (`data` is the plain snapshot) and, if given, the applied
+    /// state it replaces, in one transaction.
     fn persist_snapshot(
         db: &Db,
         meta: &Meta,
         data: &[u8],
         applied: Option<&AppliedState<S>>,
     ) -> Result<(), StoreError> {
-        let meta_bytes = encode("snapshot meta", meta)?;
-        let applied_bytes = applied.map(|a| encode(KEY_APPLIED, a)).transpose()?;
+        let meta_bytes = db.seal_json(SLOT_SNAPSHOT_META, meta)?;
+        let data_bytes = db.seal(SLOT_SNAPSHOT_DATA, data)?;
+        let applied_bytes = applied.map(|a| db.seal_json(SLOT_APPLIED, a)).transpose()?;
         let txn = db.begin_write().map_err(db_err("saving a snapshot"))?;
         {
             let mut t = txn
@@ -77,7 +100,7 @@ impl<S: StateMachine> StateMachineStore<S> {
                 .map_err(db_err("saving a snapshot"))?;
             t.insert(KEY_SNAPSHOT_META, meta_bytes.as_slice())
                 .map_err(db_err("saving a snapshot"))?;
-            t.insert(KEY_SNAPSHOT_DATA, data)
+            t.insert(KEY_SNAPSHOT_DATA, data_bytes.as_slice())
                 .map_err(db_err("saving a snapshot"))?;
             if let Some(bytes) = applied_bytes {
                 let mut sm = txn.open_table(SM).map_err(db_err("saving a snapshot"))?;
@@ -88,6 +111,7 @@ impl<S: StateMachine> StateMachineStore<S> {
         txn.commit().map_err(db_err("saving a snapshot"))
     }
 
+    /// The stored snapshot, opened: its meta and its plain data.
     fn read_snapshot(&self) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
         let txn = self
             .db
@@ -104,8 +128,8 @@ impl<S: StateMachine> StateMachineStore<S> {
             .map_err(db_err("reading the snapshot"))?;
         match (meta, data) {
             (Some(m), Some(d)) => Ok(Some((
-                decode("snapshot meta", m.value())?,
-                d.value().to_vec(),
+                self.db.open_json(SLOT_SNAPSHOT_META, m.value())?,
+                self.db.open(SLOT_SNAPSHOT_DATA, d.value())?,
             ))),
             _ => Ok(None),
         }
@@ -179,7 +203,7 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig<S>> for StateMachineStore<S> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
         let mut applied: AppliedState<S> =
-            decode("snapshot data", &data).map_err(sto(subject(), ErrorVerb::Read))?;
+            decode(&"snapshot data", &data).map_err(sto(subject(), ErrorVerb::Read))?;
         // The meta is authoritative for what the snapshot covers.
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
@@ -217,7 +241,7 @@ impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig<S>> for SnapshotBuilder<S> 
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let data = encode("snapshot data", &applied)
+        let data = encode(&"snapshot data", &applied)
             .map_err(sto(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied.last_applied {
