@@ -9,7 +9,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError, Vote,
 };
-use redb::ReadableTable;
+use redb::{Durability, ReadableTable};
 
 use super::{
     db_err, encode, get_meta, put_meta, sto, Db, Slot, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE,
@@ -154,7 +154,7 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStore<S> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        put_meta(&self.db, KEY_VOTE, vote).map_err(sto(ErrorSubject::Vote, ErrorVerb::Write))
+        put_meta(&self.db, KEY_VOTE, vote, Durability::Immediate).map_err(sto(ErrorSubject::Vote, ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -165,7 +165,7 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStore<S> {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        put_meta(&self.db, KEY_COMMITTED, &committed)
+        put_meta(&self.db, KEY_COMMITTED, &committed, Durability::None)
             .map_err(sto(ErrorSubject::Store, ErrorVerb::Write))
     }
 

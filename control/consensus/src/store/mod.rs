@@ -359,9 +359,18 @@ fn get_meta<T: DeserializeOwned>(
 }
 
 /// Writes one plain JSON record of the `meta` table in its own durable transaction.
-fn put_meta<T: Serialize>(db: &Database, key: &'static str, value: &T) -> Result<(), StoreError> {
+/// Writes one `meta` record. `durability` is `Immediate` for what Raft's safety
+/// rests on (the vote) and `None` for hints that may roll back in a crash (the
+/// committed id: openraft then re-applies a little more of the log).
+fn put_meta<T: Serialize>(
+    db: &Database,
+    key: &'static str,
+    value: &T,
+    durability: redb::Durability,
+) -> Result<(), StoreError> {
     let bytes = encode(&key, value)?;
-    let txn = db.begin_write().map_err(db_err("writing a record"))?;
+    let mut txn = db.begin_write().map_err(db_err("writing a record"))?;
+    txn.set_durability(durability);
     {
         let mut t = txn.open_table(META).map_err(db_err("writing a record"))?;
         t.insert(key, bytes.as_slice())
