@@ -95,6 +95,9 @@ pub enum StoreError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// The blocking task that wrote to the store panicked or was cancelled.
+    #[error("the Raft store's writer task failed: {0}")]
+    Task(String),
 }
 
 /// Opening, starting or steering the local Raft node failed.

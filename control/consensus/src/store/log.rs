@@ -154,7 +154,8 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStore<S> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        put_meta(&self.db, KEY_VOTE, vote, Durability::Immediate).map_err(sto(ErrorSubject::Vote, ErrorVerb::Write))
+        put_meta(&self.db, KEY_VOTE, vote, Durability::Immediate)
+            .map_err(sto(ErrorSubject::Vote, ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -186,14 +187,23 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStore<S> {
         I: IntoIterator<Item = LogEntry<S>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let sealed: Result<Vec<(u64, Vec<u8>)>, StoreError> = entries
-            .into_iter()
-            .map(|e| {
-                let index = e.log_id.index;
-                self.db.seal_json(Slot::Log(index), &e).map(|b| (index, b))
-            })
-            .collect();
-        let result = sealed.and_then(|batch| self.write_entries(batch));
+        // Sealing and the fsync block; they run on tokio's blocking pool so
+        // that the runtime's few workers keep serving Raft RPCs and clients
+        // meanwhile (a follower stalled in fsync must still answer its peers).
+        let entries: Vec<LogEntry<S>> = entries.into_iter().collect();
+        let store = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let batch = entries
+                .iter()
+                .map(|e| {
+                    let index = e.log_id.index;
+                    store.db.seal_json(Slot::Log(index), e).map(|b| (index, b))
+                })
+                .collect::<Result<Vec<(u64, Vec<u8>)>, StoreError>>()?;
+            store.write_entries(batch)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

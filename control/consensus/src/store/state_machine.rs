@@ -44,6 +44,15 @@ impl<S: StateMachine> StateMachineStore<S> {
         }
     }
 
+    /// Another handle on the same database and state, for blocking work.
+    fn clone_handle(&self) -> Self {
+        StateMachineStore {
+            db: self.db.clone(),
+            shared: self.shared.clone(),
+            snapshot_seq: self.snapshot_seq.clone(),
+        }
+    }
+
     /// The applied state, shared with readers.
     pub fn shared_state(&self) -> SharedState<S> {
         self.shared.clone()
@@ -181,8 +190,15 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig<S>> for StateMachineStore<S> {
             Some(id) => ErrorSubject::Apply(id),
             None => ErrorSubject::StateMachine,
         };
-        self.persist_applied(&next)
-            .map_err(sto(subject, ErrorVerb::Write))?;
+        // Serializing, sealing and the fsync block: off the async workers.
+        let (store, next) = tokio::task::spawn_blocking({
+            let store = self.clone_handle();
+            move || store.persist_applied(&next).map(|()| (store, next))
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+        .map_err(sto(subject, ErrorVerb::Write))?;
+        drop(store);
         *self.shared.write().unwrap_or_else(PoisonError::into_inner) = next;
         Ok(responses)
     }
