@@ -4,9 +4,12 @@
 //! [`http`], a small HTTP client over Unix sockets.
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod dataplane;
 pub mod doctor;
 pub mod http;
+pub mod network;
+pub mod secret;
 pub mod swarm;
 
 use std::path::PathBuf;
@@ -62,6 +65,20 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Manage the swarm's overlay networks (managers only).
+    Network {
+        #[command(flatten)]
+        control: Control,
+        #[command(subcommand)]
+        command: network::NetworkCommand,
+    },
+    /// Manage the swarm's secrets (managers only).
+    Secret {
+        #[command(flatten)]
+        control: Control,
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
 }
 
 /// The local shoald's API socket.
@@ -91,6 +108,12 @@ enum SwarmCommand {
         /// Restart a one-manager swarm from this node's surviving state.
         #[arg(long)]
         force_new_cluster: bool,
+        /// Where networks without --subnet get theirs (default 10.0.0.0/8).
+        #[arg(long, value_name = "CIDR", value_parser = args::ipv4_cidr)]
+        default_addr_pool: Option<ipnet::Ipv4Net>,
+        /// The prefix length of those subnets (default 24).
+        #[arg(long, value_name = "LENGTH")]
+        default_addr_pool_mask_length: Option<u8>,
     },
     /// Join a swarm as a worker or a manager (the token says which).
     Join {
@@ -230,7 +253,18 @@ pub fn main() -> ExitCode {
                     advertise_addr,
                     listen_addr,
                     force_new_cluster,
-                } => swarm::init(c, advertise_addr, listen_addr, force_new_cluster),
+                    default_addr_pool,
+                    default_addr_pool_mask_length,
+                } => swarm::init(
+                    c,
+                    swarm::InitFlags {
+                        advertise: advertise_addr,
+                        listen: listen_addr,
+                        force_new_cluster,
+                        default_addr_pool,
+                        subnet_size: default_addr_pool_mask_length,
+                    },
+                ),
                 SwarmCommand::Join {
                     token,
                     advertise_addr,
@@ -264,6 +298,13 @@ pub fn main() -> ExitCode {
                 } => swarm::update(c, &node, availability.as_deref(), &label_add, &label_rm),
                 NodeCommand::Rm { force, nodes } => swarm::remove(c, &nodes, force),
             }
+        }
+        Command::Network { control, command } => network::run(&control.control, command),
+        Command::Secret { control, command } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            secret::run(&control.control, command, now)
         }
     };
     match result {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use hyper::Method;
+use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use shoal_manager::local::{Joined, LeaveRequest};
@@ -19,7 +20,7 @@ use crate::http::{block_on, request};
 
 /// Calls the local API and decodes the answer; errors carry shoald's message
 /// as Docker prints them ("Error response from daemon: ...").
-fn call<T: DeserializeOwned>(
+pub(crate) fn call<T: DeserializeOwned>(
     control: &Path,
     method: Method,
     path: &str,
@@ -37,7 +38,7 @@ fn call<T: DeserializeOwned>(
     serde_json::from_str(&text).with_context(|| format!("shoald sent malformed JSON: {text}"))
 }
 
-fn op(control: &Path, op: &Op) -> anyhow::Result<OpReply> {
+pub(crate) fn op(control: &Path, op: &Op) -> anyhow::Result<OpReply> {
     call(
         control,
         Method::POST,
@@ -60,14 +61,24 @@ fn source_address_towards(to: SocketAddr) -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
+/// The flags of `swarm init`.
+#[derive(Debug, Default)]
+pub struct InitFlags {
+    /// `--advertise-addr`.
+    pub advertise: Option<IpAddr>,
+    /// `--listen-addr`.
+    pub listen: Option<SocketAddr>,
+    /// `--force-new-cluster`.
+    pub force_new_cluster: bool,
+    /// `--default-addr-pool`.
+    pub default_addr_pool: Option<Ipv4Net>,
+    /// `--default-addr-pool-mask-length`.
+    pub subnet_size: Option<u8>,
+}
+
 /// `swarm init`.
-pub fn init(
-    control: &Path,
-    advertise: Option<IpAddr>,
-    listen: Option<SocketAddr>,
-    force_new_cluster: bool,
-) -> anyhow::Result<()> {
-    let advertise_addr = match advertise {
+pub fn init(control: &Path, flags: InitFlags) -> anyhow::Result<()> {
+    let advertise_addr = match flags.advertise {
         Some(a) => a,
         None => source_address_towards("192.0.2.1:2377".parse()?).context(
             "could not choose an IP address to advertise (no default route); specify one with --advertise-addr",
@@ -75,8 +86,10 @@ pub fn init(
     };
     let req = InitRequest {
         advertise_addr,
-        listen_addr: listen,
-        force_new_cluster,
+        listen_addr: flags.listen,
+        force_new_cluster: flags.force_new_cluster,
+        default_addr_pool: flags.default_addr_pool,
+        subnet_size: flags.subnet_size,
     };
     let reply: InitReply = call(
         control,

@@ -7,7 +7,7 @@
 //! | POST | `/v1/swarm/init` | `swarm init` ([`InitRequest`]) |
 //! | POST | `/v1/swarm/join` | `swarm join` ([`JoinOptions`]) |
 //! | POST | `/v1/swarm/leave` | `swarm leave` (`{"force": bool}`) |
-//! | POST | `/v1/swarm/op` | a cluster op (`node ls`, `node update`, `swarm join-token`, ...) |
+//! | POST | `/v1/swarm/op` | a cluster op (`node ls`, `node update`, `network create`, `secret ls`, `swarm join-token`, ...) |
 
 use std::sync::Arc;
 

@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Availability, ClusterKey, Role};
-use crate::views::NodeView;
+use crate::state::{Availability, ClusterKey, Network, NetworkSpec, Role, SecretSpec};
+use crate::views::{NodeView, SecretView};
 
 /// A request to the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +56,35 @@ pub enum Op {
         role: Role,
         /// Make a new one first.
         rotate: bool,
+    },
+    /// `network ls`.
+    Networks,
+    /// `network inspect KEY`.
+    Network {
+        /// Id, name or id prefix.
+        key: String,
+    },
+    /// `network create`.
+    CreateNetwork(Box<NetworkSpec>),
+    /// `network rm`.
+    RemoveNetwork {
+        /// Id, name or id prefix.
+        key: String,
+    },
+    /// `secret ls`.
+    Secrets,
+    /// `secret inspect KEY`.
+    Secret {
+        /// Id, name or id prefix.
+        key: String,
+    },
+    /// `secret create`. The only op that carries a secret's bytes (to the
+    /// leader); no reply carries them back.
+    CreateSecret(Box<SecretSpec>),
+    /// `secret rm`.
+    RemoveSecret {
+        /// Id, name or id prefix.
+        key: String,
     },
     /// A node joins with a token.
     Join(JoinRequest),
@@ -141,8 +170,16 @@ pub enum OpReply {
     Nodes(Vec<NodeView>),
     /// One node.
     Node(Box<NodeView>),
-    /// The id of the node changed.
+    /// The id of the node, network or secret created or changed.
     Id(String),
+    /// Networks.
+    Networks(Vec<Network>),
+    /// One network.
+    Network(Box<Network>),
+    /// Secrets, without their data.
+    Secrets(Vec<SecretView>),
+    /// One secret, without its data.
+    Secret(Box<SecretView>),
     /// A join token.
     Token(TokenReply),
     /// A join.

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -31,16 +31,29 @@ use crate::tls::{self, PeerIdentity};
 
 type AppState = Arc<Shared>;
 
+/// The largest Raft request a manager accepts from another.
+///
+/// axum's default (2 MB) is too small once entries carry secrets: one
+/// 500 KiB secret is about 700 KB of JSON, openraft sends up to 300
+/// entries in one append to a manager that is catching up, and a 3 MiB
+/// snapshot chunk is up to 12 MB as a JSON array. A request refused for its
+/// size is re-sent unchanged, so the lagging manager could never catch up
+/// (and with one other manager down, the swarm lost its quorum). 256 MiB
+/// covers 300 of the largest secrets; only managers of this swarm may send
+/// these requests.
+const RAFT_BODY_LIMIT: usize = 256 << 20;
+
 /// The router of the manager API.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let raft_limit = DefaultBodyLimit::max(RAFT_BODY_LIMIT);
     Router::new()
         .route("/v1/join", post(join))
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/renew", post(renew))
         .route("/v1/op", post(op))
-        .route("/raft/append", post(raft_append))
+        .route("/raft/append", post(raft_append).layer(raft_limit))
         .route("/raft/vote", post(raft_vote))
-        .route("/raft/snapshot", post(raft_snapshot))
+        .route("/raft/snapshot", post(raft_snapshot).layer(raft_limit))
         .with_state(shared)
 }
 

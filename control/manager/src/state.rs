@@ -7,11 +7,24 @@
 //! so all managers reach the same state. A command that breaks a rule is still
 //! committed but changes nothing; its [`Outcome`] carries the refusal, with the
 //! words Docker uses where Docker has words for it.
+//!
+//! The state holds the cluster, its nodes, its overlay networks (with the
+//! address management that gives them subnets and VNIs, in [`network`]) and
+//! its secrets ([`secret`]).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+
+pub mod network;
+pub mod secret;
+
+pub use network::{
+    AddressPool, Network, NetworkDriver, NetworkSpec, PoolError, FIRST_VNI, INGRESS_NAME, MAX_VNI,
+};
+pub use secret::{Secret, SecretData, SecretSpec, MAX_SECRET_SIZE};
 
 /// A node id: 25 lower-case base-36 characters, like Docker's.
 pub type NodeId = String;
@@ -194,6 +207,11 @@ pub struct Cluster {
     pub keys_rotated_at: Timestamp,
     /// Settings.
     pub settings: ClusterSettings,
+    /// Where networks without `--subnet` get theirs (`swarm init
+    /// --default-addr-pool`). States from before networks existed read as
+    /// Docker's default pool.
+    #[serde(default)]
+    pub address_pool: AddressPool,
 }
 
 /// What changes the cluster. The leader fills in times, ids and secrets.
@@ -206,6 +224,9 @@ pub enum Command {
         cluster: Box<Cluster>,
         /// The first manager.
         node: Box<Node>,
+        /// The networks every swarm starts with (the ingress network).
+        #[serde(default)]
+        networks: Vec<Network>,
     },
     /// A node joined with a valid token.
     Join {
@@ -279,6 +300,26 @@ pub enum Command {
         /// When.
         at: Timestamp,
     },
+    /// `network create`, as the leader planned it ([`ClusterState::plan_network`]).
+    CreateNetwork {
+        /// The network, with its subnet and VNI allocated.
+        network: Box<Network>,
+    },
+    /// `network rm`.
+    RemoveNetwork {
+        /// The network's id (resolved by the leader).
+        id: String,
+    },
+    /// `secret create`.
+    CreateSecret {
+        /// The secret.
+        secret: Box<Secret>,
+    },
+    /// `secret rm`.
+    RemoveSecret {
+        /// The secret's id (resolved by the leader).
+        id: String,
+    },
 }
 
 /// Why a command changed nothing.
@@ -311,6 +352,117 @@ pub enum Refusal {
     /// A key id that is not new.
     #[error("key id {0} is already in use; rotation needs a fresh id")]
     KeyIdInUse(u8),
+    /// `network create -d bridge`.
+    #[error("network driver {0:?} is not supported by shoal; use overlay")]
+    UnsupportedDriver(String),
+    /// A network name Docker would refuse.
+    #[error("invalid network name {0:?}: use letters, digits, '-' and '_', starting and ending with a letter or digit, at most 63 characters (a network name must be valid as a DNS name component)")]
+    BadNetworkName(String),
+    /// A network name that is taken.
+    #[error("network with name {0} already exists")]
+    NetworkNameInUse(String),
+    /// A network id that is taken (the leader drew an id twice).
+    #[error("network id {0} is already in use")]
+    NetworkIdInUse(String),
+    /// Unknown network.
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    /// A driver option shoal does not know, or a bad value.
+    #[error("invalid network option {0}")]
+    BadNetworkOption(String),
+    /// A subnet that cannot be a network's.
+    #[error("invalid subnet {subnet}: {why}")]
+    BadSubnet {
+        /// The subnet.
+        subnet: Ipv4Net,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A gateway that cannot be its subnet's.
+    #[error("invalid gateway {gateway} for subnet {subnet}: {why}")]
+    BadGateway {
+        /// The gateway.
+        gateway: Ipv4Addr,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `--gateway` without `--subnet`.
+    #[error("a gateway needs its subnet: give --subnet together with --gateway")]
+    GatewayWithoutSubnet,
+    /// A subnet that shares addresses with another network's.
+    #[error("subnet {subnet} overlaps network {network} ({other})")]
+    SubnetOverlap {
+        /// The subnet asked for.
+        subnet: Ipv4Net,
+        /// The network it overlaps.
+        network: String,
+        /// That network's subnet.
+        other: Ipv4Net,
+    },
+    /// The default address pool has no free block left.
+    #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network: every /{size} of the default address pool {pool} is taken (give --subnet, or remove a network)")]
+    PoolExhausted {
+        /// The pool.
+        pool: Ipv4Net,
+        /// Its block size.
+        size: u8,
+    },
+    /// Every VXLAN id is taken.
+    #[error("no VXLAN id is free: every one of {FIRST_VNI}-{MAX_VNI} is taken")]
+    VniExhausted,
+    /// A VXLAN id outside the swarm's range.
+    #[error("VXLAN id {0} is out of range ({FIRST_VNI}-{MAX_VNI})")]
+    VniOutOfRange(u32),
+    /// A VXLAN id that another network has.
+    #[error("VXLAN id {vni} is already used by network {network}")]
+    VniInUse {
+        /// The id.
+        vni: u32,
+        /// The network that has it.
+        network: String,
+    },
+    /// A second ingress network.
+    #[error("an ingress network ({0}) already exists; a swarm has at most one")]
+    IngressExists(String),
+    /// `network rm` of a network a service is attached to.
+    #[error("network {network} is in use by service {}", .services.join(", "))]
+    NetworkInUse {
+        /// The network.
+        network: String,
+        /// The services attached.
+        services: Vec<String>,
+    },
+    /// `network rm` of the ingress network while a service publishes ports.
+    #[error("ingress network cannot be removed because service {} depends on it", .services.join(", "))]
+    IngressInUse {
+        /// The services publishing ports.
+        services: Vec<String>,
+    },
+    /// A secret name swarmkit would refuse.
+    #[error("invalid secret name {0:?}: only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]")]
+    BadSecretName(String),
+    /// A secret name that is taken.
+    #[error("secret {0} already exists")]
+    SecretNameInUse(String),
+    /// A secret id that is taken (the leader drew an id twice).
+    #[error("secret id {0} is already in use")]
+    SecretIdInUse(String),
+    /// Unknown secret.
+    #[error("secret {0} not found")]
+    NoSuchSecret(String),
+    /// An empty or too large secret.
+    #[error("secret data must be larger than 0 and less than {MAX_SECRET_SIZE} bytes")]
+    SecretSize,
+    /// `secret rm` of a secret a service uses.
+    #[error("secret '{secret}' is in use by the following service{}: {}", if .services.len() == 1 { "" } else { "s" }, .services.join(", "))]
+    SecretInUse {
+        /// The secret's name.
+        secret: String,
+        /// The services that use it.
+        services: Vec<String>,
+    },
 }
 
 /// The result of applying one command.
@@ -342,10 +494,46 @@ pub struct ClusterState {
     pub cluster: Option<Cluster>,
     /// The nodes, by id.
     pub nodes: BTreeMap<NodeId, Node>,
+    /// The overlay networks, by id. (`serde(default)`: states written before
+    /// networks existed still load.)
+    #[serde(default)]
+    pub networks: BTreeMap<String, Network>,
+    /// The secrets, by id.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
 }
 
 fn valid_label_key(k: &str) -> bool {
     !k.is_empty() && k.len() <= 128 && !k.contains('=') && !k.contains(char::is_whitespace)
+}
+
+/// Finds an item by full id, then by name, then by unique id prefix: the
+/// order Docker's CLI resolves nodes, networks and secrets in.
+fn find_by_key<'a, T>(
+    what: &str,
+    key: &str,
+    by_id: &'a BTreeMap<String, T>,
+    name: fn(&T) -> &String,
+) -> Result<&'a T, String> {
+    if let Some(t) = by_id.get(key) {
+        return Ok(t);
+    }
+    let named: Vec<&T> = by_id.values().filter(|t| name(t) == key).collect();
+    match named.len() {
+        0 => {}
+        1 => return Ok(named[0]),
+        n => return Err(format!("{what} {key} is ambiguous ({n} matches)")),
+    }
+    let prefixed: Vec<&T> = by_id
+        .iter()
+        .filter(|(id, _)| !key.is_empty() && id.starts_with(key))
+        .map(|(_, t)| t)
+        .collect();
+    match prefixed.len() {
+        0 => Err(format!("{what} {key} not found")),
+        1 => Ok(prefixed[0]),
+        n => Err(format!("{what} {key} is ambiguous ({n} matches)")),
+    }
 }
 
 impl ClusterState {
@@ -362,31 +550,9 @@ impl ClusterState {
         self.nodes.values().filter(|n| n.role == Role::Manager)
     }
 
-    /// Finds a node by full id, unique id prefix or hostname, like Docker.
+    /// Finds a node by full id, hostname or unique id prefix, like Docker.
     pub fn find_node(&self, key: &str) -> Result<&Node, String> {
-        if let Some(n) = self.nodes.get(key) {
-            return Ok(n);
-        }
-        let by_name: Vec<&Node> = self.nodes.values().filter(|n| n.hostname == key).collect();
-        if by_name.len() == 1 {
-            return Ok(by_name[0]);
-        }
-        if by_name.len() > 1 {
-            return Err(format!(
-                "node {key} is ambiguous ({} matches)",
-                by_name.len()
-            ));
-        }
-        let by_prefix: Vec<&Node> = self
-            .nodes
-            .values()
-            .filter(|n| !key.is_empty() && n.id.starts_with(key))
-            .collect();
-        match by_prefix.len() {
-            1 => Ok(by_prefix[0]),
-            0 => Err(format!("node {key} not found")),
-            n => Err(format!("node {key} is ambiguous ({n} matches)")),
-        }
+        find_by_key("node", key, &self.nodes, |n| &n.hostname)
     }
 
     fn cluster_mut(&mut self) -> Result<&mut Cluster, Refusal> {
@@ -401,12 +567,23 @@ impl ClusterState {
 
     fn try_apply(&mut self, cmd: &Command) -> Result<(), Refusal> {
         match cmd {
-            Command::Init { cluster, node } => {
+            Command::Init {
+                cluster,
+                node,
+                networks,
+            } => {
                 if self.cluster.is_some() {
                     return Err(Refusal::AlreadyInitialised);
                 }
-                self.cluster = Some((**cluster).clone());
-                self.nodes.insert(node.id.clone(), (**node).clone());
+                // Checked on a copy: a refused network leaves no half-made swarm.
+                let mut next = self.clone();
+                next.cluster = Some((**cluster).clone());
+                next.nodes.insert(node.id.clone(), (**node).clone());
+                for network in networks {
+                    next.check_network(network)?;
+                    next.networks.insert(network.id.clone(), network.clone());
+                }
+                *self = next;
             }
             Command::Join { node } => {
                 self.cluster_mut()?;
@@ -541,6 +718,49 @@ impl ClusterState {
                     node.updated_at = *at;
                     node.version += 1;
                 }
+            }
+            Command::CreateNetwork { network } => {
+                self.cluster_mut()?;
+                self.check_network(network)?;
+                self.networks
+                    .insert(network.id.clone(), (**network).clone());
+            }
+            Command::RemoveNetwork { id } => {
+                let network = self
+                    .networks
+                    .get(id)
+                    .ok_or_else(|| Refusal::NoSuchNetwork(id.clone()))?;
+                let services = self.network_users(id);
+                if !services.is_empty() {
+                    return Err(if network.ingress {
+                        Refusal::IngressInUse { services }
+                    } else {
+                        Refusal::NetworkInUse {
+                            network: network.name.clone(),
+                            services,
+                        }
+                    });
+                }
+                self.networks.remove(id);
+            }
+            Command::CreateSecret { secret } => {
+                self.cluster_mut()?;
+                self.check_secret(secret)?;
+                self.secrets.insert(secret.id.clone(), (**secret).clone());
+            }
+            Command::RemoveSecret { id } => {
+                let secret = self
+                    .secrets
+                    .get(id)
+                    .ok_or_else(|| Refusal::NoSuchSecret(id.clone()))?;
+                let services = self.secret_users(id);
+                if !services.is_empty() {
+                    return Err(Refusal::SecretInUse {
+                        secret: secret.name.clone(),
+                        services,
+                    });
+                }
+                self.secrets.remove(id);
             }
         }
         Ok(())

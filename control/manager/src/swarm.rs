@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ipnet::Ipv4Net;
 use shoal_consensus::{Consensus, ConsensusConfig, ReadError, WriteError};
 use tokio::sync::{watch, Mutex, RwLock};
 use tokio::task::JoinHandle;
@@ -24,11 +25,11 @@ use crate::identity::NodeFile;
 use crate::net::{CallError, Client};
 use crate::ops::{HeartbeatReply, JoinReply, JoinRequest, Op, OpError, OpReply, TokenReply};
 use crate::state::{
-    Cluster, ClusterKey, ClusterSettings, ClusterState, Command, JoinTokens, Node, NodeStatus,
-    Outcome, Role,
+    AddressPool, Cluster, ClusterKey, ClusterSettings, ClusterState, Command, JoinTokens, Node,
+    NodeStatus, Outcome, Refusal, Role,
 };
 use crate::tls;
-use crate::views::{NodeView, NOT_A_MANAGER, NOT_IN_SWARM, NO_LEADER};
+use crate::views::{NodeView, SecretView, NOT_A_MANAGER, NOT_IN_SWARM, NO_LEADER};
 
 impl shoal_consensus::StateMachine for ClusterState {
     type Command = Command;
@@ -70,6 +71,13 @@ pub struct InitRequest {
     /// Recover a one-manager cluster from this node's surviving state.
     #[serde(default)]
     pub force_new_cluster: bool,
+    /// `--default-addr-pool`: where networks without `--subnet` get theirs
+    /// (default 10.0.0.0/8).
+    #[serde(default)]
+    pub default_addr_pool: Option<Ipv4Net>,
+    /// `--default-addr-pool-mask-length`: the size of those subnets (default 24).
+    #[serde(default)]
+    pub subnet_size: Option<u8>,
 }
 
 /// `swarm join` options.
@@ -135,6 +143,10 @@ pub(crate) struct Shared {
     pub(crate) client: RwLock<Option<Client>>,
     /// Leader only: when each node was last heard from.
     pub(crate) last_seen: StdMutex<HashMap<String, Instant>>,
+    /// Leader only: held from reading the state to committing a network, so
+    /// this leader never plans two networks from the same state (the apply
+    /// would refuse the second one's subnet or VNI as taken).
+    allocating: Mutex<()>,
 }
 
 /// A node's membership in a swarm.
@@ -179,10 +191,26 @@ pub(crate) fn random_key(id: u8, at: u64) -> ClusterKey {
 }
 
 fn refused(out: Outcome) -> Result<(), OpError> {
-    out.into_result().map_err(|r| match r {
-        crate::state::Refusal::NoSuchNode(_) => OpError::NotFound(r.to_string()),
+    out.into_result().map_err(op_error)
+}
+
+/// The op error a refusal becomes: unknown things are not found, bad input
+/// is invalid, the rest is a conflict with the cluster state.
+fn op_error(r: Refusal) -> OpError {
+    use Refusal::*;
+    match r {
+        NoSuchNode(_) | NoSuchNetwork(_) | NoSuchSecret(_) => OpError::NotFound(r.to_string()),
+        BadLabel(_)
+        | UnsupportedDriver(_)
+        | BadNetworkName(_)
+        | BadNetworkOption(_)
+        | BadSubnet { .. }
+        | BadGateway { .. }
+        | GatewayWithoutSubnet
+        | BadSecretName(_)
+        | SecretSize => OpError::Invalid(r.to_string()),
         _ => OpError::Refused(r.to_string()),
-    })
+    }
 }
 
 fn default_listen(listen: Option<SocketAddr>) -> SocketAddr {
@@ -205,6 +233,7 @@ impl Swarm {
                 manager: RwLock::new(None),
                 client: RwLock::new(None),
                 last_seen: StdMutex::new(HashMap::new()),
+                allocating: Mutex::new(()),
             }),
             lifecycle: Mutex::new(()),
             agent: StdMutex::new(None),
@@ -248,8 +277,19 @@ impl Swarm {
         let existing = NodeFile::load(&self.shared.config.state_dir)
             .map_err(|e| OpError::Unavailable(e.to_string()))?;
         if req.force_new_cluster {
+            if req.default_addr_pool.is_some() || req.subnet_size.is_some() {
+                return Err(OpError::Invalid(
+                    "--default-addr-pool and --default-addr-pool-mask-length are for a new swarm; --force-new-cluster keeps the address pool of the swarm it restores".into(),
+                ));
+            }
             return self.force_new_cluster(req, existing).await;
         }
+        let default_pool = AddressPool::default();
+        let address_pool = AddressPool::new(
+            req.default_addr_pool.unwrap_or(default_pool.pool()),
+            req.subnet_size.unwrap_or(default_pool.subnet_size()),
+        )
+        .map_err(|e| OpError::Invalid(e.to_string()))?;
         if existing.is_some() || self.shared.node.read().await.is_some() {
             return Err(OpError::Refused(
                 "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.".into(),
@@ -284,7 +324,10 @@ impl Swarm {
             gossip_keys: vec![random_key(1, now)],
             keys_rotated_at: now,
             settings: self.shared.config.settings.clone(),
+            address_pool,
         };
+        let ingress = crate::state::network::initial_ingress(&cluster, random_id(25), now)
+            .map_err(op_error)?;
         let worker_token = cluster.tokens.worker.clone();
         let node = Node {
             id: node_id.clone(),
@@ -318,6 +361,7 @@ impl Swarm {
         let init = Command::Init {
             cluster: Box::new(cluster),
             node: Box::new(node),
+            networks: vec![ingress],
         };
         if let Err(e) = self.activate(file, Some(init)).await {
             let _ = self.stop_all().await;
@@ -777,6 +821,76 @@ impl Shared {
                     Role::Manager => tokens.manager,
                 };
                 Ok(OpReply::Token(TokenReply { role, token }))
+            }
+            Op::Networks => {
+                let (networks, _) =
+                    read_linear(raft, |s| s.networks.values().cloned().collect()).await?;
+                Ok(OpReply::Networks(networks))
+            }
+            Op::Network { key } => {
+                let (network, _) = read_linear(raft, |s| s.find_network(&key).cloned()).await?;
+                Ok(OpReply::Network(Box::new(
+                    network.map_err(OpError::NotFound)?,
+                )))
+            }
+            Op::CreateNetwork(spec) => {
+                let _one_at_a_time = self.allocating.lock().await;
+                let (planned, _) =
+                    read_linear(raft, |s| s.plan_network(&spec, random_id(25), now_secs())).await?;
+                let network = planned.map_err(op_error)?;
+                let id = network.id.clone();
+                refused(
+                    write(
+                        raft,
+                        Command::CreateNetwork {
+                            network: Box::new(network),
+                        },
+                    )
+                    .await?,
+                )?;
+                Ok(OpReply::Id(id))
+            }
+            Op::RemoveNetwork { key } => {
+                let (id, _) =
+                    read_linear(raft, |s| s.find_network(&key).map(|n| n.id.clone())).await?;
+                let id = id.map_err(OpError::NotFound)?;
+                refused(write(raft, Command::RemoveNetwork { id: id.clone() }).await?)?;
+                Ok(OpReply::Id(id))
+            }
+            Op::Secrets => {
+                let (secrets, _) =
+                    read_linear(raft, |s| s.secrets.values().map(SecretView::of).collect()).await?;
+                Ok(OpReply::Secrets(secrets))
+            }
+            Op::Secret { key } => {
+                let (secret, _) =
+                    read_linear(raft, |s| s.find_secret(&key).map(SecretView::of)).await?;
+                Ok(OpReply::Secret(Box::new(
+                    secret.map_err(OpError::NotFound)?,
+                )))
+            }
+            Op::CreateSecret(spec) => {
+                let (planned, _) =
+                    read_linear(raft, |s| s.plan_secret(&spec, random_id(25), now_secs())).await?;
+                let secret = planned.map_err(op_error)?;
+                let id = secret.id.clone();
+                refused(
+                    write(
+                        raft,
+                        Command::CreateSecret {
+                            secret: Box::new(secret),
+                        },
+                    )
+                    .await?,
+                )?;
+                Ok(OpReply::Id(id))
+            }
+            Op::RemoveSecret { key } => {
+                let (id, _) =
+                    read_linear(raft, |s| s.find_secret(&key).map(|n| n.id.clone())).await?;
+                let id = id.map_err(OpError::NotFound)?;
+                refused(write(raft, Command::RemoveSecret { id: id.clone() }).await?)?;
+                Ok(OpReply::Id(id))
             }
             Op::Join(req) => self.admit(raft, req).await,
             Op::Heartbeat { node_id } => self.heartbeat(raft, node_id).await,
