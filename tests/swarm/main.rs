@@ -608,6 +608,44 @@ fn networks_and_secrets_are_replicated_and_survive_a_restart() {
             "{value} leaked"
         );
     }
+    // Nor in any file the managers keep: the Raft store is sealed at rest.
+    let files: Vec<PathBuf> = (0..4).flat_map(|i| files_under(&s.state_dir(i))).collect();
+    let stores = files
+        .iter()
+        .filter(|f| f.ends_with("raft/raft.redb"))
+        .count();
+    assert_eq!(stores, 3, "one Raft store per manager: {files:?}");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        for value in [
+            "hunter2-file-value",
+            "stdin-s3cr3t-value",
+            "aHVudGVyMi1maWxlLXZhbHVl",
+        ] {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{value} readable in {}",
+                file.display()
+            );
+        }
+    }
+}
+
+/// Every regular file below `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 /// Raft entries that carry large secrets reach a manager that was down
