@@ -44,15 +44,6 @@ impl<S: StateMachine> StateMachineStore<S> {
         }
     }
 
-    /// Another handle on the same database and state, for blocking work.
-    fn clone_handle(&self) -> Self {
-        StateMachineStore {
-            db: self.db.clone(),
-            shared: self.shared.clone(),
-            snapshot_seq: self.snapshot_seq.clone(),
-        }
-    }
-
     /// The applied state, shared with readers.
     pub fn shared_state(&self) -> SharedState<S> {
         self.shared.clone()
@@ -73,28 +64,6 @@ impl<S: StateMachine> StateMachineStore<S> {
             Some(v) => db.open_json(SLOT_APPLIED, v.value()),
             None => Ok(AppliedState::default()),
         }
-    }
-
-    /// Saves the applied state, durably. (Measured: making this commit
-    /// non-durable, so that the next log append carries it to disk, cut
-    /// 16-client throughput from ~2400 to ~400 writes/s on redb 2.6, whose
-    /// non-durable commits pile up pages it cannot free until a durable one;
-    /// see docs/PERFORMANCE.md. Persisting the state only with snapshots and
-    /// replaying the log on restart is the better fix, not yet made.)
-    fn persist_applied(&self, applied: &AppliedState<S>) -> Result<(), StoreError> {
-        let bytes = self.db.seal_json(SLOT_APPLIED, applied)?;
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(db_err("saving the applied state"))?;
-        {
-            let mut t = txn
-                .open_table(SM)
-                .map_err(db_err("saving the applied state"))?;
-            t.insert(KEY_APPLIED, bytes.as_slice())
-                .map_err(db_err("saving the applied state"))?;
-        }
-        txn.commit().map_err(db_err("saving the applied state"))
     }
 
     /// Seals and saves the snapshot (`data` is the plain snapshot) and, if given, the applied
@@ -168,8 +137,12 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig<S>> for StateMachineStore<S> {
         I::IntoIter: OptionalSend,
     {
         let mut responses = Vec::new();
-        // Apply on a copy and publish it only once it is durable, so readers never see state
-        // that a crash could take back.
+        // Applied entries are committed: they are durable in the log, so the state is not
+        // written here (that cost a serialization of the whole state and an fsync per batch).
+        // It is saved with each snapshot; on restart openraft re-applies the log from the
+        // saved state up to the committed id, before the node does anything else. The log is
+        // purged only behind a saved snapshot, so what needs re-applying is always there.
+        // Apply on a copy and publish it whole, so readers never see half a batch.
         let mut next = self
             .shared
             .read()
@@ -186,19 +159,6 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig<S>> for StateMachineStore<S> {
                 }
             }
         }
-        let subject = match next.last_applied {
-            Some(id) => ErrorSubject::Apply(id),
-            None => ErrorSubject::StateMachine,
-        };
-        // Serializing, sealing and the fsync block: off the async workers.
-        let (store, next) = tokio::task::spawn_blocking({
-            let store = self.clone_handle();
-            move || store.persist_applied(&next).map(|()| (store, next))
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
-        .map_err(sto(subject, ErrorVerb::Write))?;
-        drop(store);
         *self.shared.write().unwrap_or_else(PoisonError::into_inner) = next;
         Ok(responses)
     }
@@ -272,13 +232,15 @@ impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig<S>> for SnapshotBuilder<S> 
         };
         let meta = Meta {
             last_log_id: applied.last_applied,
-            last_membership: applied.membership,
+            last_membership: applied.membership.clone(),
             snapshot_id,
         };
-        StateMachineStore::<S>::persist_snapshot(&self.db, &meta, &data, None).map_err(sto(
-            ErrorSubject::Snapshot(Some(meta.signature())),
-            ErrorVerb::Write,
-        ))?;
+        StateMachineStore::<S>::persist_snapshot(&self.db, &meta, &data, Some(&applied)).map_err(
+            sto(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            ),
+        )?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
