@@ -756,3 +756,49 @@ fn bad_tokens_and_worker_certificates_are_refused() {
     assert_eq!(nodes["value"].as_array().unwrap().len(), nodes_before);
     assert!(s.labels(0, "node1").unwrap().is_empty());
 }
+
+/// Without a quorum a manager answers in Docker's words instead of hanging or
+/// pretending; once the other managers are back, the swarm serves again with
+/// its state intact.
+#[test]
+fn without_a_quorum_the_swarm_says_it_has_no_leader() {
+    let mut s = Swarm::new(3).unwrap();
+    s.form(3).unwrap();
+    assert_eq!(s.op(0, &label_op("node2", "before")).unwrap().0, 200);
+    let leader = s.leader(0).unwrap();
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &others {
+        s.kill(i);
+    }
+    let started = Instant::now();
+    let out = s.shoal(leader, &["node", "ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "node ls without a quorum succeeded");
+    assert!(
+        err.contains(
+            "The swarm does not have a leader. It's possible that too few managers are online."
+        ),
+        "{err}"
+    );
+    eprintln!("no-quorum answer after {:?}", started.elapsed());
+    let out = s.shoal(
+        leader,
+        &["node", "update", "--label-add", "during=x", "node2"],
+    );
+    assert!(!out.status.success(), "a write without a quorum succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("The swarm does not have a leader"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for &i in &others {
+        s.start(i).unwrap();
+    }
+    s.wait_for(Duration::from_secs(20), "the swarm to serve again", || {
+        Ok(s.op(leader, &json!({"op": "nodes"}))?.0 == 200)
+    })
+    .unwrap();
+    let labels = s.labels(leader, "node2").unwrap();
+    assert!(labels.contains_key("before"), "{labels:?}");
+}
