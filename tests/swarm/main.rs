@@ -703,6 +703,14 @@ fn bad_tokens_and_worker_certificates_are_refused() {
         .unwrap()
         .len();
     assert_eq!(nodes_before, 4);
+    let inspect: Value =
+        serde_json::from_str(&s.shoal_ok(0, &["node", "inspect", "node0", "node1"])).unwrap();
+    assert_eq!(inspect[0]["Description"]["Hostname"], "node0");
+    assert_eq!(inspect[0]["Spec"]["Role"], "manager");
+    assert_eq!(inspect[0]["ManagerStatus"]["Leader"], true);
+    assert_eq!(inspect[1]["Spec"]["Role"], "worker");
+    assert_eq!(inspect[1]["Status"]["State"], "ready");
+    assert!(inspect[1].get("ManagerStatus").is_none(), "{inspect}");
 
     // A worker cannot read or change cluster state.
     let out = s.shoal(1, &["node", "ls"]);

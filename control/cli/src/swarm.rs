@@ -206,7 +206,7 @@ pub fn node_inspect(control: &Path, keys: &[String]) -> anyhow::Result<()> {
         let OpReply::Node(n) = op(control, &Op::Node { key: key.clone() })? else {
             bail!("shoald sent an unexpected answer");
         };
-        out.push(n);
+        out.push(n.docker_inspect());
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

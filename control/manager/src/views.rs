@@ -95,6 +95,40 @@ impl NodeView {
             version: node.version,
         }
     }
+
+    /// `node inspect`'s JSON in Docker's shape (`ID`, `Version`, `Spec`,
+    /// `Description`, `Status`, `ManagerStatus`), so scripts written against
+    /// `docker node inspect --format` find the same fields.
+    pub fn docker_inspect(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "ID": self.id,
+            "Version": { "Index": self.version },
+            "CreatedAt": rfc3339(self.created_at),
+            "UpdatedAt": rfc3339(self.updated_at),
+            "Spec": {
+                "Labels": self.labels,
+                "Role": self.role,
+                "Availability": self.availability,
+            },
+            "Description": {
+                "Hostname": self.hostname,
+                "Platform": { "Architecture": std::env::consts::ARCH, "OS": std::env::consts::OS },
+            },
+            "Status": {
+                "State": self.status,
+                "Message": self.status_message,
+                "Addr": self.addr.to_string(),
+            },
+        });
+        if let Some(m) = self.manager_status {
+            v["ManagerStatus"] = serde_json::json!({
+                "Leader": m == ManagerStatus::Leader,
+                "Reachability": if m == ManagerStatus::Unreachable { "unreachable" } else { "reachable" },
+                "Addr": self.api_addr.map(|a| a.to_string()).unwrap_or_default(),
+            });
+        }
+        v
+    }
 }
 
 /// Lays out rows in columns separated by three spaces, like Go's tabwriter
@@ -414,6 +448,45 @@ pub const NO_LEADER: &str = "The swarm does not have a leader. It's possible tha
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_inspect_has_dockers_shape() {
+        let view = NodeView {
+            id: "abc".into(),
+            hostname: "node1".into(),
+            role: Role::Manager,
+            status: NodeStatus::Ready,
+            status_message: String::new(),
+            availability: Availability::Drain,
+            manager_status: Some(ManagerStatus::Leader),
+            addr: "10.0.0.1".parse().unwrap(),
+            api_addr: Some("10.0.0.1:2377".parse().unwrap()),
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            raft_id: Some(7),
+            created_at: 1_700_000_000,
+            updated_at: 1_700_000_000,
+            version: 4,
+        };
+        let v = view.docker_inspect();
+        assert_eq!(v["ID"], "abc");
+        assert_eq!(v["Version"]["Index"], 4);
+        assert_eq!(v["Spec"]["Role"], "manager");
+        assert_eq!(v["Spec"]["Availability"], "drain");
+        assert_eq!(v["Spec"]["Labels"]["zone"], "a");
+        assert_eq!(v["Description"]["Hostname"], "node1");
+        assert_eq!(v["Status"]["State"], "ready");
+        assert_eq!(v["Status"]["Addr"], "10.0.0.1");
+        assert_eq!(v["ManagerStatus"]["Leader"], true);
+        assert_eq!(v["ManagerStatus"]["Reachability"], "reachable");
+        assert_eq!(v["ManagerStatus"]["Addr"], "10.0.0.1:2377");
+        assert_eq!(v["CreatedAt"], "2023-11-14T22:13:20Z");
+        let worker = NodeView {
+            role: Role::Worker,
+            manager_status: None,
+            ..view
+        };
+        assert!(worker.docker_inspect().get("ManagerStatus").is_none());
+    }
 
     fn view(id: &str, host: &str, role: Role, raft: Option<u64>, status: NodeStatus) -> NodeView {
         let node = Node {
