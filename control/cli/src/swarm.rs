@@ -74,6 +74,8 @@ pub struct InitFlags {
     pub default_addr_pool: Option<Ipv4Net>,
     /// `--default-addr-pool-mask-length`.
     pub subnet_size: Option<u8>,
+    /// `--cert-expiry`, in seconds.
+    pub cert_expiry_secs: Option<u64>,
 }
 
 /// `swarm init`.
@@ -90,6 +92,7 @@ pub fn init(control: &Path, flags: InitFlags) -> anyhow::Result<()> {
         force_new_cluster: flags.force_new_cluster,
         default_addr_pool: flags.default_addr_pool,
         subnet_size: flags.subnet_size,
+        cert_expiry_secs: flags.cert_expiry_secs,
     };
     let reply: InitReply = call(
         control,

@@ -174,6 +174,18 @@ pub struct ClusterSettings {
     pub node_down_secs: u64,
     /// How often nodes heartbeat.
     pub heartbeat_secs: u64,
+    /// How long node certificates live (`swarm init --cert-expiry`). Nodes
+    /// renew theirs at a random point between 50% and 80% of it, as Docker
+    /// does. States from before this setting read as Docker's 90 days.
+    #[serde(default = "default_node_cert_secs")]
+    pub node_cert_secs: u64,
+}
+
+/// Docker's default node certificate lifetime: 90 days.
+pub const DEFAULT_NODE_CERT_SECS: u64 = 90 * 24 * 3600;
+
+fn default_node_cert_secs() -> u64 {
+    DEFAULT_NODE_CERT_SECS
 }
 
 impl Default for ClusterSettings {
@@ -182,6 +194,7 @@ impl Default for ClusterSettings {
             key_rotation_secs: 12 * 3600,
             node_down_secs: 5,
             heartbeat_secs: 1,
+            node_cert_secs: DEFAULT_NODE_CERT_SECS,
         }
     }
 }

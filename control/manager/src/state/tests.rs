@@ -165,6 +165,13 @@ fn the_last_manager_cannot_be_demoted() {
 }
 
 #[test]
+fn settings_from_before_cert_expiry_read_as_ninety_days() {
+    let old = r#"{"key_rotation_secs":43200,"node_down_secs":5,"heartbeat_secs":1}"#;
+    let s: ClusterSettings = serde_json::from_str(old).unwrap();
+    assert_eq!(s.node_cert_secs, 90 * 24 * 3600);
+}
+
+#[test]
 fn rotation_keeps_three_keys_newest_last_and_refuses_reused_ids() {
     let mut s = init();
     for id in 2..=5u8 {
