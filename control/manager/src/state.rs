@@ -284,6 +284,15 @@ pub enum Command {
         /// `--force`: remove although it is not down.
         force: bool,
     },
+    /// `swarm leave --force` on a manager: it stops being a manager (so the
+    /// leader takes it out of the Raft group and the remaining managers keep
+    /// their quorum) and stays listed as a Down worker until `node rm`.
+    Leave {
+        /// The node.
+        id: NodeId,
+        /// When.
+        at: Timestamp,
+    },
     /// The leader's failure detector or a heartbeat changed a node's health.
     SetStatus {
         /// The node.
@@ -676,6 +685,22 @@ impl ClusterState {
                     return Err(Refusal::NotDown(id.clone()));
                 }
                 self.nodes.remove(id);
+            }
+            Command::Leave { id, at } => {
+                let current = self
+                    .nodes
+                    .get(id)
+                    .ok_or_else(|| Refusal::NoSuchNode(id.clone()))?;
+                if current.role == Role::Manager && self.managers().count() == 1 {
+                    return Err(Refusal::LastManager);
+                }
+                let node = self.node_mut(id)?;
+                node.role = Role::Worker;
+                node.raft_id = None;
+                node.status = NodeStatus::Down;
+                node.status_message = "node left the swarm".into();
+                node.updated_at = *at;
+                node.version += 1;
             }
             Command::SetStatus {
                 id,

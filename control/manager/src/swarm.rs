@@ -68,6 +68,10 @@ pub struct SwarmConfig {
 /// Docker's minimum node certificate lifetime: one hour.
 pub const MIN_CERT_SECS: u64 = 3600;
 
+/// How long a manager that leaves with `--force` waits for the others to
+/// take it out of the Raft group before it leaves anyway.
+const LEAVE_WAIT: Duration = Duration::from_secs(15);
+
 /// Checks a `--cert-expiry` of `secs` against the shortest allowed, `min`.
 pub fn check_cert_expiry(secs: u64, min: u64) -> Result<(), String> {
     if secs < min {
@@ -536,8 +540,11 @@ impl Swarm {
         Ok(role)
     }
 
-    /// `swarm leave`.
-    pub async fn leave(&self, force: bool) -> Result<(), OpError> {
+    /// `swarm leave`. A manager (only with `force`) first asks the leader to
+    /// take it out of the Raft group and mark it as left, so the remaining
+    /// managers keep their quorum; when that cannot be done it still leaves
+    /// (that is what `--force` means) and the answer is a warning saying why.
+    pub async fn leave(&self, force: bool) -> Result<Option<String>, OpError> {
         let _guard = self.lifecycle.lock().await;
         let Some(node) = self.shared.node.read().await.clone() else {
             return Err(OpError::Refused("This node is not part of a swarm".into()));
@@ -553,10 +560,53 @@ impl Swarm {
                 "You are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves {left} managers out of {managers}. Without a Raft quorum your swarm will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message."
             )));
         }
+        let mut warning = None;
+        if node.role == Role::Manager {
+            // No heartbeat may mark this node Ready or follow the role the
+            // leave gives it while it is leaving.
+            self.stop_agent().await;
+            if let Err(reason) = self.leave_raft(&node).await {
+                tracing::warn!(%reason, "leaving without being taken out of the Raft group");
+                warning = Some(format!(
+                    "the other managers could not take this node out of the Raft group ({reason}); it still counts towards their quorum until it is demoted and removed with `shoal node demote` and `shoal node rm`"
+                ));
+            }
+        }
         self.stop_all().await;
         NodeFile::wipe(&self.shared.config.state_dir)
             .map_err(|e| OpError::Unavailable(e.to_string()))?;
-        Ok(())
+        Ok(warning)
+    }
+
+    /// Asks the leader (maybe this node) to take this manager out of the
+    /// Raft group; nothing to do when it is the only member.
+    async fn leave_raft(&self, node: &NodeFile) -> Result<(), String> {
+        let Some(raft) = self.shared.raft().await else {
+            return Ok(());
+        };
+        let m = raft.metrics();
+        if m.voters.iter().all(|&v| v == m.node_id) {
+            return Ok(());
+        }
+        let op = Op::Leave {
+            node_id: node.node_id.clone(),
+        };
+        match tokio::time::timeout(LEAVE_WAIT, self.shared.run_op(op)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}s; the remaining managers may have no quorum",
+                LEAVE_WAIT.as_secs()
+            )),
+        }
+    }
+
+    async fn stop_agent(&self) {
+        let agent = self.agent.lock().expect("agent lock").take();
+        if let Some((stop, task)) = agent {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
     }
 
     /// Runs an op for the local CLI: refused on workers and outside a swarm.
@@ -578,11 +628,7 @@ impl Swarm {
     }
 
     async fn stop_all(&self) {
-        let agent = self.agent.lock().expect("agent lock").take();
-        if let Some((stop, task)) = agent {
-            let _ = stop.send(true);
-            let _ = task.await;
-        }
+        self.stop_agent().await;
         self.shared.stop_manager().await;
         *self.shared.node.write().await = None;
         *self.shared.client.write().await = None;
@@ -951,6 +997,27 @@ impl Shared {
             }
             Op::Join(req) => self.admit(raft, req).await,
             Op::Heartbeat { node_id } => self.heartbeat(raft, node_id).await,
+            Op::Leave { node_id } => {
+                let (raft_id, _) =
+                    read_linear(raft, |s| s.nodes.get(&node_id).map(|n| n.raft_id)).await?;
+                let raft_id = raft_id.ok_or_else(|| {
+                    OpError::NotFound(format!("node {node_id} is not a member of this swarm"))
+                })?;
+                refused(
+                    write(
+                        raft,
+                        Command::Leave {
+                            id: node_id.clone(),
+                            at: now_secs(),
+                        },
+                    )
+                    .await?,
+                )?;
+                if let Some(id) = raft_id {
+                    remove_member(raft, id).await?;
+                }
+                Ok(OpReply::Id(node_id))
+            }
             Op::Renew { node_id, csr } => {
                 let ca = self.cluster_ca(raft)?;
                 let (node, _) = read_linear(raft, |s| s.nodes.get(&node_id).cloned()).await?;
@@ -1095,6 +1162,31 @@ pub(crate) fn manager_addrs(s: &ClusterState) -> Vec<SocketAddr> {
 fn resolve(raft: &Raft, key: &str) -> Result<String, OpError> {
     raft.read(|s| s.find_node(key).map(|n| n.id.clone()))
         .map_err(OpError::NotFound)
+}
+
+/// Takes Raft member `id` out of the group (the leader's reconcile loop may
+/// be doing the same, so a refused change is retried until the membership
+/// no longer names it). When `id` is this leader, openraft commits the change
+/// with the remaining voters and the leader then steps down.
+async fn remove_member(raft: &Raft, id: u64) -> Result<(), OpError> {
+    let deadline = Instant::now() + LEAVE_WAIT;
+    loop {
+        let m = raft.metrics();
+        if !m.voters.contains(&id) && !m.learners.contains(&id) {
+            return Ok(());
+        }
+        let err = match raft.remove_node(id).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(OpError::Unavailable(format!(
+                "cannot take Raft member {id} out of the group: {err}"
+            )));
+        }
+        tracing::debug!(raft_id = id, error = %err, "Raft member not removed yet; retrying");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A linearizable read on the leader, with the leader's Raft id.
