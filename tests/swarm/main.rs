@@ -6,6 +6,7 @@
 
 #[path = "../common/http.rs"]
 mod http;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,6 +94,9 @@ impl Swarm {
             .arg(format!("node{i}"))
             .arg("--log")
             .arg("info,openraft=warn")
+            // Test-only: lets `swarm init --cert-expiry` go down to 10 s so
+            // that certificate renewal can be watched (Docker's minimum is 1h).
+            .env("SHOAL_TEST_MIN_CERT_SECS", "10")
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -219,8 +223,15 @@ impl Swarm {
 
     /// `swarm init` on node 0, then `managers - 1` managers and the rest workers.
     fn form(&self, managers: usize) -> Result<()> {
+        self.form_with(managers, &[])
+    }
+
+    /// Like [`Swarm::form`], with more `swarm init` flags.
+    fn form_with(&self, managers: usize, init_flags: &[&str]) -> Result<()> {
         let a0 = self.addr(0).to_string();
-        self.shoal_ok(0, &["swarm", "init", "--advertise-addr", &a0]);
+        let mut init = vec!["swarm", "init", "--advertise-addr", &a0];
+        init.extend_from_slice(init_flags);
+        self.shoal_ok(0, &init);
         let mt = self.shoal_ok(0, &["swarm", "join-token", "-q", "manager"]);
         let wt = self.shoal_ok(0, &["swarm", "join-token", "-q", "worker"]);
         let remote = self.api(0).to_string();

@@ -114,6 +114,10 @@ enum SwarmCommand {
         /// The prefix length of those subnets (default 24).
         #[arg(long, value_name = "LENGTH")]
         default_addr_pool_mask_length: Option<u8>,
+        /// How long node certificates live, like 2160h (default 90 days, at
+        /// least 1h); nodes renew theirs between 50% and 80% of it.
+        #[arg(long, value_name = "DURATION", value_parser = args::duration_secs)]
+        cert_expiry: Option<u64>,
     },
     /// Join a swarm as a worker or a manager (the token says which).
     Join {
@@ -255,6 +259,7 @@ pub fn main() -> ExitCode {
                     force_new_cluster,
                     default_addr_pool,
                     default_addr_pool_mask_length,
+                    cert_expiry,
                 } => swarm::init(
                     c,
                     swarm::InitFlags {
@@ -263,6 +268,7 @@ pub fn main() -> ExitCode {
                         force_new_cluster,
                         default_addr_pool,
                         subnet_size: default_addr_pool_mask_length,
+                        cert_expiry_secs: cert_expiry,
                     },
                 ),
                 SwarmCommand::Join {

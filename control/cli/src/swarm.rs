@@ -10,7 +10,7 @@ use hyper::Method;
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use shoal_manager::local::{Joined, LeaveRequest};
+use shoal_manager::local::{Joined, LeaveRequest, Left};
 use shoal_manager::ops::{Op, OpReply};
 use shoal_manager::state::{Availability, Role};
 use shoal_manager::swarm::{InitReply, InitRequest, JoinOptions, SwarmInfo};
@@ -74,6 +74,8 @@ pub struct InitFlags {
     pub default_addr_pool: Option<Ipv4Net>,
     /// `--default-addr-pool-mask-length`.
     pub subnet_size: Option<u8>,
+    /// `--cert-expiry`, in seconds.
+    pub cert_expiry_secs: Option<u64>,
 }
 
 /// `swarm init`.
@@ -90,6 +92,7 @@ pub fn init(control: &Path, flags: InitFlags) -> anyhow::Result<()> {
         force_new_cluster: flags.force_new_cluster,
         default_addr_pool: flags.default_addr_pool,
         subnet_size: flags.subnet_size,
+        cert_expiry_secs: flags.cert_expiry_secs,
     };
     let reply: InitReply = call(
         control,
@@ -173,12 +176,15 @@ pub fn join_token(control: &Path, role: &str, rotate: bool, quiet: bool) -> anyh
 
 /// `swarm leave`.
 pub fn leave(control: &Path, force: bool) -> anyhow::Result<()> {
-    let _: Value = call(
+    let left: Left = call(
         control,
         Method::POST,
         "/v1/swarm/leave",
         Some(serde_json::to_string(&LeaveRequest { force })?),
     )?;
+    if let Some(warning) = left.warning {
+        eprintln!("Warning: {warning}");
+    }
     println!("Node left the swarm.");
     Ok(())
 }

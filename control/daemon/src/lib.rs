@@ -108,6 +108,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         hostname,
         consensus: ConsensusConfig::default(),
         settings: ClusterSettings::default(),
+        min_cert_secs: min_cert_secs()?,
     }));
     // Two threads: the manager's Raft, its API and the local API must not
     // wait behind one another.
@@ -128,6 +129,26 @@ fn run(args: Args) -> anyhow::Result<()> {
         swarm.shutdown().await;
         result
     })
+}
+
+/// The shortest `swarm init --cert-expiry` this daemon accepts: Docker's
+/// hour, unless the test-only `SHOAL_TEST_MIN_CERT_SECS` lowers it (the
+/// swarm suite uses it to watch certificates renew within seconds). It is not
+/// a command-line flag on purpose: nothing in production should need it.
+fn min_cert_secs() -> anyhow::Result<u64> {
+    match std::env::var("SHOAL_TEST_MIN_CERT_SECS") {
+        Err(_) => Ok(shoal_manager::swarm::MIN_CERT_SECS),
+        Ok(v) => {
+            let secs: u64 = v.parse().with_context(|| {
+                format!("SHOAL_TEST_MIN_CERT_SECS must be a number of seconds, not {v:?}")
+            })?;
+            tracing::warn!(
+                secs,
+                "test-only SHOAL_TEST_MIN_CERT_SECS lowers the shortest --cert-expiry"
+            );
+            Ok(secs.max(1))
+        }
+    }
 }
 
 fn system_hostname() -> String {

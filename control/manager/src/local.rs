@@ -72,12 +72,21 @@ pub struct LeaveRequest {
     pub force: bool,
 }
 
+/// The answer to `POST /v1/swarm/leave`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Left {
+    /// Set when the node left but something did not happen on the way out
+    /// (a manager that the others could not take out of the Raft group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
 async fn leave(
     State(swarm): State<Arc<Swarm>>,
     Json(req): Json<LeaveRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    swarm.leave(req.force).await?;
-    Ok(Json(serde_json::json!({})))
+) -> Result<Json<Left>, ApiError> {
+    let warning = swarm.leave(req.force).await?;
+    Ok(Json(Left { warning }))
 }
 
 async fn op(
@@ -85,9 +94,9 @@ async fn op(
     Json(op): Json<Op>,
 ) -> Result<Json<OpReply>, ApiError> {
     match op {
-        Op::Join(_) | Op::Heartbeat { .. } | Op::Renew { .. } => Err(ApiError(OpError::Invalid(
-            "this op is for nodes talking to managers, not for the CLI".into(),
-        ))),
+        Op::Join(_) | Op::Heartbeat { .. } | Op::Renew { .. } | Op::Leave { .. } => Err(ApiError(
+            OpError::Invalid("this op is for nodes talking to managers, not for the CLI".into()),
+        )),
         op => Ok(Json(swarm.op(op).await?)),
     }
 }

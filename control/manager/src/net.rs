@@ -38,13 +38,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PeerCerts(pub Arc<Vec<CertificateDer<'static>>>);
 
 /// Serves `router` on `listener` over TLS until `shutdown` turns true.
+///
+/// Each new connection uses the configuration `tls` holds at its accept, so
+/// a renewed certificate is presented from the next connection on while the
+/// connections already open finish with the old one.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -57,7 +60,7 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let router = router.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {

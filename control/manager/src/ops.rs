@@ -93,6 +93,13 @@ pub enum Op {
         /// The node.
         node_id: String,
     },
+    /// A manager leaving with `swarm leave --force` asks to be taken out of
+    /// the Raft group and marked as left (only for itself: the forwarding
+    /// manager's certificate must name this node).
+    Leave {
+        /// The node.
+        node_id: String,
+    },
     /// A node asks for a new certificate for its current role.
     Renew {
         /// The node (from its certificate).

@@ -5,7 +5,7 @@
 //! | POST | `/v1/join` | anyone holding a join token (no certificate needed) |
 //! | POST | `/v1/heartbeat` | any node of this swarm |
 //! | POST | `/v1/renew` | any node of this swarm (a new certificate for its role) |
-//! | POST | `/v1/op` | managers (ops forwarded to the leader) |
+//! | POST | `/v1/op` | managers (ops forwarded to the leader; `Leave` only for the caller itself) |
 //! | POST | `/raft/append`, `/raft/vote`, `/raft/snapshot` | managers |
 //!
 //! The caller's identity is its certificate (node id, role, cluster id), never
@@ -176,7 +176,16 @@ async fn op(
     Extension(peer): Extension<PeerCerts>,
     Json(op): Json<Op>,
 ) -> Result<Json<OpReply>, ApiError> {
-    manager_caller(&shared, &peer).await?;
+    let caller = manager_caller(&shared, &peer).await?;
+    if let Op::Leave { node_id } = &op {
+        if *node_id != caller.node_id {
+            return Err(OpError::Forbidden(format!(
+                "permission denied: manager {} may only take itself out of the swarm, not {node_id}",
+                caller.node_id
+            ))
+            .into());
+        }
+    }
     let raft = shared
         .raft()
         .await

@@ -174,6 +174,18 @@ pub struct ClusterSettings {
     pub node_down_secs: u64,
     /// How often nodes heartbeat.
     pub heartbeat_secs: u64,
+    /// How long node certificates live (`swarm init --cert-expiry`). Nodes
+    /// renew theirs at a random point between 50% and 80% of it, as Docker
+    /// does. States from before this setting read as Docker's 90 days.
+    #[serde(default = "default_node_cert_secs")]
+    pub node_cert_secs: u64,
+}
+
+/// Docker's default node certificate lifetime: 90 days.
+pub const DEFAULT_NODE_CERT_SECS: u64 = 90 * 24 * 3600;
+
+fn default_node_cert_secs() -> u64 {
+    DEFAULT_NODE_CERT_SECS
 }
 
 impl Default for ClusterSettings {
@@ -182,6 +194,7 @@ impl Default for ClusterSettings {
             key_rotation_secs: 12 * 3600,
             node_down_secs: 5,
             heartbeat_secs: 1,
+            node_cert_secs: DEFAULT_NODE_CERT_SECS,
         }
     }
 }
@@ -270,6 +283,15 @@ pub enum Command {
         id: NodeId,
         /// `--force`: remove although it is not down.
         force: bool,
+    },
+    /// `swarm leave --force` on a manager: it stops being a manager (so the
+    /// leader takes it out of the Raft group and the remaining managers keep
+    /// their quorum) and stays listed as a Down worker until `node rm`.
+    Leave {
+        /// The node.
+        id: NodeId,
+        /// When.
+        at: Timestamp,
     },
     /// The leader's failure detector or a heartbeat changed a node's health.
     SetStatus {
@@ -663,6 +685,22 @@ impl ClusterState {
                     return Err(Refusal::NotDown(id.clone()));
                 }
                 self.nodes.remove(id);
+            }
+            Command::Leave { id, at } => {
+                let current = self
+                    .nodes
+                    .get(id)
+                    .ok_or_else(|| Refusal::NoSuchNode(id.clone()))?;
+                if current.role == Role::Manager && self.managers().count() == 1 {
+                    return Err(Refusal::LastManager);
+                }
+                let node = self.node_mut(id)?;
+                node.role = Role::Worker;
+                node.raft_id = None;
+                node.status = NodeStatus::Down;
+                node.status_message = "node left the swarm".into();
+                node.updated_at = *at;
+                node.version += 1;
             }
             Command::SetStatus {
                 id,

@@ -59,6 +59,38 @@ pub struct SwarmConfig {
     pub consensus: ConsensusConfig,
     /// Cluster settings used by `swarm init`.
     pub settings: ClusterSettings,
+    /// The shortest `swarm init --cert-expiry` accepted: Docker's one hour
+    /// ([`MIN_CERT_SECS`]). Only tests lower it (shoald reads the test-only
+    /// `SHOAL_TEST_MIN_CERT_SECS`), to watch certificates renew in seconds.
+    pub min_cert_secs: u64,
+}
+
+/// Docker's minimum node certificate lifetime: one hour.
+pub const MIN_CERT_SECS: u64 = 3600;
+
+/// How long a manager that leaves with `--force` waits for the others to
+/// take it out of the Raft group before it leaves anyway.
+const LEAVE_WAIT: Duration = Duration::from_secs(15);
+
+/// Checks a `--cert-expiry` of `secs` against the shortest allowed, `min`.
+pub fn check_cert_expiry(secs: u64, min: u64) -> Result<(), String> {
+    if secs < min {
+        return Err(format!(
+            "invalid --cert-expiry {}: node certificates must live at least {}",
+            go_duration(secs),
+            go_duration(min)
+        ));
+    }
+    Ok(())
+}
+
+/// `secs` as Go prints a duration (`2160h0m0s`), the way Docker shows them.
+pub fn go_duration(secs: u64) -> String {
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
 }
 
 /// `swarm init` options.
@@ -78,6 +110,10 @@ pub struct InitRequest {
     /// `--default-addr-pool-mask-length`: the size of those subnets (default 24).
     #[serde(default)]
     pub subnet_size: Option<u8>,
+    /// `--cert-expiry`: how long node certificates live, in seconds
+    /// (default 90 days, at least one hour).
+    #[serde(default)]
+    pub cert_expiry_secs: Option<u64>,
 }
 
 /// `swarm join` options.
@@ -130,6 +166,8 @@ pub struct SwarmInfo {
 /// The parts of a running manager.
 pub(crate) struct ManagerParts {
     pub(crate) raft: Raft,
+    /// The manager API's TLS configuration; replaced when the certificate is.
+    server_tls: watch::Sender<Arc<rustls::ServerConfig>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -282,6 +320,11 @@ impl Swarm {
                     "--default-addr-pool and --default-addr-pool-mask-length are for a new swarm; --force-new-cluster keeps the address pool of the swarm it restores".into(),
                 ));
             }
+            if req.cert_expiry_secs.is_some() {
+                return Err(OpError::Invalid(
+                    "--cert-expiry is for a new swarm; --force-new-cluster keeps the settings of the swarm it restores".into(),
+                ));
+            }
             return self.force_new_cluster(req, existing).await;
         }
         let default_pool = AddressPool::default();
@@ -290,6 +333,11 @@ impl Swarm {
             req.subnet_size.unwrap_or(default_pool.subnet_size()),
         )
         .map_err(|e| OpError::Invalid(e.to_string()))?;
+        let mut settings = self.shared.config.settings.clone();
+        if let Some(secs) = req.cert_expiry_secs {
+            check_cert_expiry(secs, self.shared.config.min_cert_secs).map_err(OpError::Invalid)?;
+            settings.node_cert_secs = secs;
+        }
         if existing.is_some() || self.shared.node.read().await.is_some() {
             return Err(OpError::Refused(
                 "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.".into(),
@@ -308,6 +356,7 @@ impl Swarm {
                 &node_id,
                 Role::Manager,
                 &cluster_id,
+                settings.node_cert_secs,
             )
             .map_err(OpError::Invalid)?;
         let api = SocketAddr::new(req.advertise_addr, listen.port());
@@ -323,7 +372,7 @@ impl Swarm {
             network_keys: vec![random_key(1, now)],
             gossip_keys: vec![random_key(1, now)],
             keys_rotated_at: now,
-            settings: self.shared.config.settings.clone(),
+            settings,
             address_pool,
         };
         let ingress = crate::state::network::initial_ingress(&cluster, random_id(25), now)
@@ -491,8 +540,11 @@ impl Swarm {
         Ok(role)
     }
 
-    /// `swarm leave`.
-    pub async fn leave(&self, force: bool) -> Result<(), OpError> {
+    /// `swarm leave`. A manager (only with `force`) first asks the leader to
+    /// take it out of the Raft group and mark it as left, so the remaining
+    /// managers keep their quorum; when that cannot be done it still leaves
+    /// (that is what `--force` means) and the answer is a warning saying why.
+    pub async fn leave(&self, force: bool) -> Result<Option<String>, OpError> {
         let _guard = self.lifecycle.lock().await;
         let Some(node) = self.shared.node.read().await.clone() else {
             return Err(OpError::Refused("This node is not part of a swarm".into()));
@@ -508,10 +560,53 @@ impl Swarm {
                 "You are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves {left} managers out of {managers}. Without a Raft quorum your swarm will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message."
             )));
         }
+        let mut warning = None;
+        if node.role == Role::Manager {
+            // No heartbeat may mark this node Ready or follow the role the
+            // leave gives it while it is leaving.
+            self.stop_agent().await;
+            if let Err(reason) = self.leave_raft(&node).await {
+                tracing::warn!(%reason, "leaving without being taken out of the Raft group");
+                warning = Some(format!(
+                    "the other managers could not take this node out of the Raft group ({reason}); it still counts towards their quorum until it is demoted and removed with `shoal node demote` and `shoal node rm`"
+                ));
+            }
+        }
         self.stop_all().await;
         NodeFile::wipe(&self.shared.config.state_dir)
             .map_err(|e| OpError::Unavailable(e.to_string()))?;
-        Ok(())
+        Ok(warning)
+    }
+
+    /// Asks the leader (maybe this node) to take this manager out of the
+    /// Raft group; nothing to do when it is the only member.
+    async fn leave_raft(&self, node: &NodeFile) -> Result<(), String> {
+        let Some(raft) = self.shared.raft().await else {
+            return Ok(());
+        };
+        let m = raft.metrics();
+        if m.voters.iter().all(|&v| v == m.node_id) {
+            return Ok(());
+        }
+        let op = Op::Leave {
+            node_id: node.node_id.clone(),
+        };
+        match tokio::time::timeout(LEAVE_WAIT, self.shared.run_op(op)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}s; the remaining managers may have no quorum",
+                LEAVE_WAIT.as_secs()
+            )),
+        }
+    }
+
+    async fn stop_agent(&self) {
+        let agent = self.agent.lock().expect("agent lock").take();
+        if let Some((stop, task)) = agent {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
     }
 
     /// Runs an op for the local CLI: refused on workers and outside a swarm.
@@ -533,11 +628,7 @@ impl Swarm {
     }
 
     async fn stop_all(&self) {
-        let agent = self.agent.lock().expect("agent lock").take();
-        if let Some((stop, task)) = agent {
-            let _ = stop.send(true);
-            let _ = task.await;
-        }
+        self.stop_agent().await;
         self.shared.stop_manager().await;
         *self.shared.node.write().await = None;
         *self.shared.client.write().await = None;
@@ -592,6 +683,16 @@ impl Shared {
         self.set_node(node).await.map_err(|e| e.to_string())
     }
 
+    /// Adopts a renewed certificate: new calls and, on a manager, new
+    /// connections to its API use it; connections already open finish with
+    /// the old one (it stays valid until its own expiry).
+    pub(crate) async fn adopt_certificate(&self, node: NodeFile) -> Result<(), String> {
+        if let Some(parts) = self.manager.read().await.as_ref() {
+            parts.server_tls.send_replace(tls::server_config(&node)?);
+        }
+        self.set_identity(node).await
+    }
+
     async fn set_node(&self, node: NodeFile) -> Result<(), OpError> {
         let tls = tls::client_config(&node).map_err(OpError::Invalid)?;
         *self.client.write().await = Some(Client::new(
@@ -633,13 +734,15 @@ impl Shared {
                     node.listen
                 ))
             })?;
-        let server_tls = tls::server_config(node).map_err(OpError::Invalid)?;
+        let (server_tls, tls_rx) =
+            watch::channel(tls::server_config(node).map_err(OpError::Invalid)?);
         let (stop, rx) = watch::channel(false);
         let router = crate::server::router(self.clone());
-        let serve = tokio::spawn(crate::net::serve(listener, server_tls, router, rx.clone()));
+        let serve = tokio::spawn(crate::net::serve(listener, tls_rx, router, rx.clone()));
         let lead = tokio::spawn(crate::leader::run(self.clone(), rx));
         *self.manager.write().await = Some(ManagerParts {
             raft,
+            server_tls,
             stop,
             tasks: vec![serve, lead],
         });
@@ -894,15 +997,40 @@ impl Shared {
             }
             Op::Join(req) => self.admit(raft, req).await,
             Op::Heartbeat { node_id } => self.heartbeat(raft, node_id).await,
+            Op::Leave { node_id } => {
+                let (raft_id, _) =
+                    read_linear(raft, |s| s.nodes.get(&node_id).map(|n| n.raft_id)).await?;
+                let raft_id = raft_id.ok_or_else(|| {
+                    OpError::NotFound(format!("node {node_id} is not a member of this swarm"))
+                })?;
+                refused(
+                    write(
+                        raft,
+                        Command::Leave {
+                            id: node_id.clone(),
+                            at: now_secs(),
+                        },
+                    )
+                    .await?,
+                )?;
+                if let Some(id) = raft_id {
+                    remove_member(raft, id).await?;
+                }
+                Ok(OpReply::Id(node_id))
+            }
             Op::Renew { node_id, csr } => {
                 let ca = self.cluster_ca(raft)?;
                 let (node, _) = read_linear(raft, |s| s.nodes.get(&node_id).cloned()).await?;
                 let node = node.ok_or_else(|| {
                     OpError::Forbidden(format!("node {node_id} is not a member of this swarm"))
                 })?;
-                let cluster_id = raft.read(|s| s.cluster.as_ref().map(|c| c.id.clone()));
+                let (cluster_id, lifetime) = raft.read(|s| {
+                    s.cluster.as_ref().map_or((String::new(), 0), |c| {
+                        (c.id.clone(), c.settings.node_cert_secs)
+                    })
+                });
                 let cert = ca
-                    .issue(&csr, &node_id, node.role, &cluster_id.unwrap_or_default())
+                    .issue(&csr, &node_id, node.role, &cluster_id, lifetime)
                     .map_err(OpError::Invalid)?;
                 Ok(OpReply::Certificate(cert))
             }
@@ -934,7 +1062,13 @@ impl Shared {
         let ca = self.cluster_ca(raft)?;
         let node_id = random_id(25);
         let cert_pem = ca
-            .issue(&req.csr, &node_id, role, &cluster.id)
+            .issue(
+                &req.csr,
+                &node_id,
+                role,
+                &cluster.id,
+                cluster.settings.node_cert_secs,
+            )
             .map_err(OpError::Invalid)?;
         let now = now_secs();
         let raft_id = (role == Role::Manager).then(random_raft_id);
@@ -1030,6 +1164,31 @@ fn resolve(raft: &Raft, key: &str) -> Result<String, OpError> {
         .map_err(OpError::NotFound)
 }
 
+/// Takes Raft member `id` out of the group (the leader's reconcile loop may
+/// be doing the same, so a refused change is retried until the membership
+/// no longer names it). When `id` is this leader, openraft commits the change
+/// with the remaining voters and the leader then steps down.
+async fn remove_member(raft: &Raft, id: u64) -> Result<(), OpError> {
+    let deadline = Instant::now() + LEAVE_WAIT;
+    loop {
+        let m = raft.metrics();
+        if !m.voters.contains(&id) && !m.learners.contains(&id) {
+            return Ok(());
+        }
+        let err = match raft.remove_node(id).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(OpError::Unavailable(format!(
+                "cannot take Raft member {id} out of the group: {err}"
+            )));
+        }
+        tracing::debug!(raft_id = id, error = %err, "Raft member not removed yet; retrying");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A linearizable read on the leader, with the leader's Raft id.
 async fn read_linear<T>(
     raft: &Raft,
@@ -1051,4 +1210,21 @@ async fn write(raft: &Raft, cmd: Command) -> Result<Outcome, OpError> {
         }
         other => OpError::Unavailable(other.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_expiry_below_the_minimum_is_refused_in_docker_words() {
+        assert_eq!(check_cert_expiry(3600, MIN_CERT_SECS), Ok(()));
+        assert_eq!(
+            check_cert_expiry(3599, MIN_CERT_SECS).unwrap_err(),
+            "invalid --cert-expiry 59m59s: node certificates must live at least 1h0m0s"
+        );
+        assert_eq!(check_cert_expiry(20, 10), Ok(()));
+        assert_eq!(go_duration(90 * 86400), "2160h0m0s");
+        assert_eq!(go_duration(5), "5s");
+    }
 }

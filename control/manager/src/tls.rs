@@ -26,8 +26,11 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use crate::identity::NodeFile;
 use crate::state::Role;
 
-/// Node certificates live 90 days (Docker's default).
-const NODE_CERT_DAYS: i64 = 90;
+/// How far before its issue a node certificate is valid from, at most: room
+/// for clocks that run behind the CA's. Short lifetimes (tests) backdate a
+/// tenth of the lifetime instead, so that the renewal point, which is a share
+/// of the whole validity, still falls before expiry.
+const MAX_BACKDATE_SECS: u64 = 3600;
 /// The CA lives 20 years (Docker's default).
 const CA_YEARS: i64 = 20;
 
@@ -107,14 +110,16 @@ impl ClusterCa {
         sha256(&self.cert_der)
     }
 
-    /// Signs the CSR as node `node_id` with `role` in `cluster_id`. The subject
-    /// and names come from the arguments, never from the CSR: only its key is used.
+    /// Signs the CSR as node `node_id` with `role` in `cluster_id`, valid for
+    /// `lifetime_secs` from now. The subject and names come from the
+    /// arguments, never from the CSR: only its key is used.
     pub(crate) fn issue(
         &self,
         csr_pem: &str,
         node_id: &str,
         role: Role,
         cluster_id: &str,
+        lifetime_secs: u64,
     ) -> Result<String, String> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(err("invalid certificate signing request"))?;
@@ -145,8 +150,9 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(NODE_CERT_DAYS);
+        let backdate = MAX_BACKDATE_SECS.min(lifetime_secs / 10);
+        params.not_before = now - time::Duration::seconds(backdate as i64);
+        params.not_after = now + time::Duration::seconds(lifetime_secs as i64);
         csr.params = params;
         let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)
             .map_err(err("the cluster CA certificate"))?;
@@ -274,6 +280,33 @@ pub(crate) fn token_matches(given: &str, expected: &str) -> bool {
     let (a, b) = (given.trim().as_bytes(), expected.as_bytes());
     // The length of a token is public (its format fixes it); the bytes are not.
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A certificate's validity: `not_before` and `not_after`, in seconds since
+/// the Unix epoch.
+pub(crate) fn validity(cert_pem: &str) -> Result<(u64, u64), String> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| format!("this node's certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| format!("this node's certificate is unreadable: {e}"))?;
+    let v = cert.validity();
+    let secs = |t: i64| u64::try_from(t).unwrap_or(0);
+    Ok((
+        secs(v.not_before.timestamp()),
+        secs(v.not_after.timestamp()),
+    ))
+}
+
+/// Whether a certificate valid from `not_before` to `not_after` (seconds)
+/// should be renewed at `now`: once the point `jitter` (0 to 1, chosen at
+/// random per certificate) of the way between 50% and 80% of its validity
+/// has passed. Like Docker, this spreads the renewals of a swarm's nodes
+/// over time instead of sending them all to the CA at once.
+pub(crate) fn renewal_due(not_before: u64, not_after: u64, now: u64, jitter: f64) -> bool {
+    let span = not_after.saturating_sub(not_before) as f64;
+    let share = 0.5 + 0.3 * jitter.clamp(0.0, 1.0);
+    let point = not_before as f64 + span * share;
+    now as f64 >= point
 }
 
 /// Who a peer certificate says its holder is.

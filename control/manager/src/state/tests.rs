@@ -165,6 +165,45 @@ fn the_last_manager_cannot_be_demoted() {
 }
 
 #[test]
+fn a_leaving_manager_becomes_a_down_worker_that_node_rm_removes_but_the_last_cannot_leave() {
+    let mut s = init();
+    join(&mut s, "m2ccccccccccccccccccccccc", "mgr2", Role::Manager);
+    s.apply(&Command::Leave {
+        id: "m2ccccccccccccccccccccccc".into(),
+        at: 300,
+    })
+    .into_result()
+    .unwrap();
+    let n = &s.nodes["m2ccccccccccccccccccccccc"];
+    assert_eq!(
+        (n.role, n.raft_id, n.status),
+        (Role::Worker, None, NodeStatus::Down)
+    );
+    assert_eq!(n.status_message, "node left the swarm");
+    assert_eq!(s.managers().count(), 1);
+    let before = s.clone();
+    let out = s.apply(&Command::Leave {
+        id: "m1aaaaaaaaaaaaaaaaaaaaaaa".into(),
+        at: 301,
+    });
+    assert_eq!(out.refused, Some(Refusal::LastManager));
+    assert_eq!(s, before);
+    s.apply(&Command::RemoveNode {
+        id: "m2ccccccccccccccccccccccc".into(),
+        force: false,
+    })
+    .into_result()
+    .unwrap();
+}
+
+#[test]
+fn settings_from_before_cert_expiry_read_as_ninety_days() {
+    let old = r#"{"key_rotation_secs":43200,"node_down_secs":5,"heartbeat_secs":1}"#;
+    let s: ClusterSettings = serde_json::from_str(old).unwrap();
+    assert_eq!(s.node_cert_secs, 90 * 24 * 3600);
+}
+
+#[test]
 fn rotation_keeps_three_keys_newest_last_and_refuses_reused_ids() {
     let mut s = init();
     for id in 2..=5u8 {

@@ -4,7 +4,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn node_file(ca: &ClusterCa, node_id: &str, role: Role, cluster: &str) -> NodeFile {
     let key = NodeKey::generate().unwrap();
     let cert_pem = ca
-        .issue(&key.csr_pem("anything").unwrap(), node_id, role, cluster)
+        .issue(
+            &key.csr_pem("anything").unwrap(),
+            node_id,
+            role,
+            cluster,
+            crate::state::DEFAULT_NODE_CERT_SECS,
+        )
         .unwrap();
     NodeFile {
         node_id: node_id.into(),
@@ -95,7 +101,47 @@ fn certificates_carry_node_role_and_cluster_and_ignore_the_csr_subject() {
     );
     let again = ClusterCa::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
     assert_eq!(again.digest(), ca.digest());
-    assert!(ca.issue("not a csr", "x", Role::Worker, "c").is_err());
+    assert!(ca.issue("not a csr", "x", Role::Worker, "c", 3600).is_err());
+}
+
+#[test]
+fn certificates_live_as_long_as_asked_with_a_bounded_backdate() {
+    let ca = ClusterCa::generate().unwrap();
+    let key = NodeKey::generate().unwrap();
+    let csr = key.csr_pem("x").unwrap();
+    let now = crate::swarm::now_secs();
+    let (nb, na) = validity(&ca.issue(&csr, "n", Role::Worker, "c", 90 * 86400).unwrap()).unwrap();
+    assert!(na.abs_diff(now + 90 * 86400) <= 2, "{na} vs {now}");
+    assert!(
+        nb.abs_diff(now - 3600) <= 2,
+        "backdated an hour: {nb} vs {now}"
+    );
+    // A 20 s certificate is backdated 2 s, so 50%-80% of it is before expiry.
+    let (nb, na) = validity(&ca.issue(&csr, "n", Role::Worker, "c", 20).unwrap()).unwrap();
+    assert!(
+        na.abs_diff(now + 20) <= 2 && nb.abs_diff(now - 2) <= 2,
+        "{nb} {na} {now}"
+    );
+    assert!(validity("not a certificate").is_err());
+}
+
+#[test]
+fn renewal_falls_between_half_and_four_fifths_of_the_validity() {
+    // Valid from 1000 to 2000: due from 1500 (jitter 0) to 1800 (jitter 1).
+    assert!(!renewal_due(1000, 2000, 1499, 0.0));
+    assert!(renewal_due(1000, 2000, 1500, 0.0));
+    assert!(!renewal_due(1000, 2000, 1799, 1.0));
+    assert!(renewal_due(1000, 2000, 1800, 1.0));
+    assert!(!renewal_due(1000, 2000, 1649, 0.5));
+    assert!(renewal_due(1000, 2000, 1650, 0.5));
+    // Out-of-range jitter is clamped, never pushing renewal past 80%.
+    assert!(renewal_due(1000, 2000, 1800, 7.0));
+    assert!(!renewal_due(1000, 2000, 1499, -1.0));
+    // Expired, or a clock before the start, behave.
+    assert!(renewal_due(1000, 2000, 5000, 0.9));
+    assert!(!renewal_due(1000, 2000, 0, 0.0));
+    // A degenerate certificate (not_after before not_before) is due at once.
+    assert!(renewal_due(2000, 1000, 2000, 0.3));
 }
 
 #[tokio::test]
