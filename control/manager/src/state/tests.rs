@@ -820,3 +820,5 @@ proptest! {
         prop_assert_eq!(s, replica);
     }
 }
+
+mod services;
