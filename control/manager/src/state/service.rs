@@ -696,7 +696,8 @@ impl ClusterState {
     }
 
     /// Resolves networks and allocates ports of a spec for service `id`
-    /// (`None` for a new one is not needed: its id is not in use yet).
+    /// (whose own ports do not count as taken; `None` when no service is
+    /// being changed).
     pub fn plan_spec(&self, spec: &ServiceSpec, id: Option<&str>) -> Result<ServiceSpec, Refusal> {
         let mut spec = spec.clone();
         let mut networks = Vec::new();
