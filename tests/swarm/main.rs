@@ -299,6 +299,39 @@ impl Swarm {
     }
 }
 
+/// The live tasks (desired running) of `service`, as seen through node
+/// `via`: (hostname or "" when unplaced, slot).
+fn live_tasks(s: &Swarm, via: usize, service: &str) -> Result<Vec<(String, u64)>> {
+    let (code, v) = s.op(
+        via,
+        &json!({"op": "tasks", "service": service, "node": null}),
+    )?;
+    if code != 200 {
+        bail!("service ps {service}: HTTP {code}: {v}");
+    }
+    Ok(v["value"]
+        .as_array()
+        .context("no tasks array")?
+        .iter()
+        .filter(|t| t["task"]["desired_state"] == "running")
+        .map(|t| {
+            (
+                t["node"].as_str().unwrap_or("").to_string(),
+                t["task"]["slot"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+/// How many live tasks of `service` each node holds.
+fn per_node(tasks: &[(String, u64)]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (node, _) in tasks {
+        *out.entry(node.clone()).or_default() += 1;
+    }
+    out
+}
+
 fn label_op(host: &str, key: &str) -> Value {
     json!({"op": "update_node", "key": host, "availability": null,
            "label_add": {key: "v"}, "label_rm": []})
@@ -367,6 +400,223 @@ fn leader_failover_keeps_every_acknowledged_write() {
     .unwrap();
 }
 
+/// One manager and two workers: a service's replicas spread one per node,
+/// scale up and down, follow constraints and drains, say why they are
+/// pending, and clashing ports and networks in use are refused with
+/// Docker's words.
+#[test]
+fn services_spread_scale_follow_drains_and_refuse_clashes() {
+    let s = Swarm::new(3).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(0, &["network", "create", "backend"]);
+    let web = s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--network",
+            "backend",
+            "-p",
+            "5000:80",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let web = web.trim().to_string();
+    assert_eq!(web.len(), 25, "{web}");
+    let spread3 = BTreeMap::from([
+        ("node0".to_string(), 1),
+        ("node1".to_string(), 1),
+        ("node2".to_string(), 1),
+    ]);
+    s.wait_for(Duration::from_secs(10), "3 tasks, one per node", || {
+        Ok(per_node(&live_tasks(&s, 0, "web")?) == spread3)
+    })
+    .unwrap();
+    let ps = s.shoal_ok(0, &["service", "ps", "web"]);
+    let lines: Vec<&str> = ps.lines().collect();
+    assert!(
+        lines[0].starts_with("ID ") && lines[0].contains("DESIRED STATE   CURRENT STATE"),
+        "{ps}"
+    );
+    assert_eq!(lines.len(), 4, "{ps}");
+    for (line, slot) in lines[1..].iter().zip(1..) {
+        assert!(line.contains(&format!(" web.{slot} ")), "{ps}");
+        assert!(line.contains("sleep 1000"), "{ps}");
+        assert!(
+            line.contains("Running ") && line.contains("Assigned "),
+            "{ps}"
+        );
+    }
+    let ls = s.shoal_ok(0, &["service", "ls"]);
+    let row = ls.lines().find(|l| l.contains(" web ")).expect("web row");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[0], &web[..12], "{ls}");
+    assert_eq!(cols[1..4], ["web", "replicated", "0/3"], "{ls}");
+    assert_eq!(cols.last(), Some(&"*:5000->80/tcp"), "{ls}");
+    let inspect: Value =
+        serde_json::from_str(&s.shoal_ok(0, &["service", "inspect", "web"])).unwrap();
+    assert_eq!(inspect[0]["ID"], web.as_str());
+    assert_eq!(inspect[0]["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
+
+    // Scale up and down.
+    assert_eq!(
+        s.shoal_ok(0, &["service", "scale", "web=5"]),
+        "web scaled to 5\n"
+    );
+    s.wait_for(Duration::from_secs(10), "5 tasks spread", || {
+        let t = live_tasks(&s, 0, "web")?;
+        let counts: Vec<usize> = per_node(&t).into_values().collect();
+        Ok(t.len() == 5 && counts.len() == 3 && counts.iter().all(|&c| c == 1 || c == 2))
+    })
+    .unwrap();
+    s.shoal_ok(0, &["service", "scale", "web=2"]);
+    s.wait_for(Duration::from_secs(10), "slots 1 and 2 only", || {
+        let mut slots: Vec<u64> = live_tasks(&s, 0, "web")?.into_iter().map(|t| t.1).collect();
+        slots.sort();
+        Ok(slots == [1, 2])
+    })
+    .unwrap();
+
+    // A constraint that no node meets: pending, with Docker's reason.
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "nowhere",
+            "--constraint",
+            "node.labels.zone==mars",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    s.wait_for(Duration::from_secs(10), "the pending reason", || {
+        let ps = s.shoal_ok(0, &["service", "ps", "nowhere"]);
+        Ok(ps.contains("Pending")
+            && ps
+                .contains("\"no suitable node (scheduling constraints not satisfied on 3 nodes)\""))
+    })
+    .unwrap();
+    // The manager-only service lands on the manager only.
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "admin",
+            "--replicas",
+            "3",
+            "--constraint",
+            "node.role==manager",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    s.wait_for(Duration::from_secs(10), "admin on the manager", || {
+        Ok(per_node(&live_tasks(&s, 0, "admin")?) == BTreeMap::from([("node0".to_string(), 3)]))
+    })
+    .unwrap();
+
+    // Drain: node2's task moves elsewhere; node ps node2 keeps its history.
+    s.shoal_ok(0, &["service", "scale", "web=3"]);
+    s.wait_for(
+        Duration::from_secs(10),
+        "3 tasks, one per node again",
+        || Ok(per_node(&live_tasks(&s, 0, "web")?) == spread3),
+    )
+    .unwrap();
+    s.shoal_ok(0, &["node", "update", "--availability", "drain", "node2"]);
+    s.wait_for(Duration::from_secs(10), "node2's task moved", || {
+        let t = per_node(&live_tasks(&s, 0, "web")?);
+        Ok(!t.contains_key("node2") && t.values().sum::<usize>() == 3 && !t.contains_key(""))
+    })
+    .unwrap();
+    let node_ps = s.shoal_ok(0, &["node", "ps", "node2"]);
+    assert!(
+        node_ps.lines().skip(1).all(|l| l.contains(" Shutdown ")) && node_ps.lines().count() >= 2,
+        "{node_ps}"
+    );
+    let mine = s.shoal_ok(0, &["node", "ps"]);
+    assert!(mine.contains("admin.1") && mine.contains("node0"), "{mine}");
+
+    // Clashes, refused with Docker's words.
+    let err = s.shoal_err(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "api",
+            "-p",
+            "5000:8080",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(
+        err.contains(&format!(
+            "port '5000' is already in use by service 'web' ({web}) as an ingress port"
+        )),
+        "{err}"
+    );
+    let err = s.shoal_err(0, &["network", "rm", "backend"]);
+    assert!(
+        err.contains("network backend is in use by service web"),
+        "{err}"
+    );
+    let err = s.shoal_err(
+        0,
+        &[
+            "service", "create", "--name", "w2", "--bogus", "--", "sleep", "1",
+        ],
+    );
+    assert!(err.contains("--bogus"), "{err}");
+    let err = s.shoal_err(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "w2",
+            "-p",
+            "5000:http",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(err.contains("invalid target port \"http\""), "{err}");
+
+    // Removing the service frees its network and its port.
+    assert_eq!(s.shoal_ok(0, &["service", "rm", "web"]), "web\n");
+    assert_eq!(s.shoal_ok(0, &["network", "rm", "backend"]), "backend\n");
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "api",
+            "-p",
+            "5000:8080",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+}
+
 /// Every daemon killed and restarted: the swarm comes back with its state.
 /// Then the state directory of one manager, copied elsewhere, becomes a
 /// one-manager swarm with `--force-new-cluster`, keeping every node and label.
@@ -389,6 +639,25 @@ fn restart_and_force_new_cluster_keep_the_state() {
         String::from_utf8_lossy(&out.stderr)
     );
     let keep_secret = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let kept = s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "kept",
+            "--replicas",
+            "2",
+            "--network",
+            "keep",
+            "-p",
+            "6000:80",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let kept = kept.trim().to_string();
     s.restart_all(1);
     assert_eq!(s.labels(1, "node3").unwrap().len(), 20);
     let (_, nodes) = s.op(2, &json!({"op": "nodes"})).unwrap();
@@ -445,6 +714,16 @@ fn restart_and_force_new_cluster_keep_the_state() {
     assert_eq!(nets[1]["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24");
     let secrets = s.shoal_ok(0, &["secret", "ls", "-q"]);
     assert_eq!(secrets.trim(), keep_secret, "{secrets}");
+    // So did the service; its tasks leave the managers that are gone and
+    // land on the one node left.
+    let svc: Value = serde_json::from_str(&s.shoal_ok(0, &["service", "inspect", "kept"])).unwrap();
+    assert_eq!(svc[0]["ID"], kept.as_str());
+    assert_eq!(svc[0]["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
+    assert_eq!(svc[0]["Endpoint"]["Ports"][0]["PublishedPort"], 6000);
+    s.wait_for(Duration::from_secs(20), "kept's tasks on node1", || {
+        Ok(per_node(&live_tasks(&s, 0, "kept")?) == BTreeMap::from([("node1".to_string(), 2)]))
+    })
+    .unwrap();
     // The recovered swarm takes writes.
     assert_eq!(s.op(0, &label_op("node3", "after")).unwrap().0, 200);
     let next = s.shoal_ok(0, &["network", "create", "next"]);

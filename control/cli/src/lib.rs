@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod http;
 pub mod network;
 pub mod secret;
+pub mod service;
 pub mod swarm;
 
 use std::path::PathBuf;
@@ -71,6 +72,13 @@ enum Command {
         control: Control,
         #[command(subcommand)]
         command: network::NetworkCommand,
+    },
+    /// Manage the swarm's services (managers only).
+    Service {
+        #[command(flatten)]
+        control: Control,
+        #[command(subcommand)]
+        command: service::ServiceCommand,
     },
     /// Manage the swarm's secrets (managers only).
     Secret {
@@ -192,6 +200,17 @@ enum NodeCommand {
         /// Node id, id prefix or hostname.
         node: String,
     },
+    /// List the tasks on nodes (this node when none is given).
+    Ps {
+        /// Print ids only.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print whole ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Node ids, id prefixes or hostnames.
+        nodes: Vec<String>,
+    },
     /// Remove nodes from the swarm.
     Rm {
         /// Remove even if the node is not down.
@@ -222,6 +241,12 @@ enum DataplaneCommand {
         #[arg(long)]
         tx: u8,
     },
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Entry point of `shoal`.
@@ -303,14 +328,17 @@ pub fn main() -> ExitCode {
                     node,
                 } => swarm::update(c, &node, availability.as_deref(), &label_add, &label_rm),
                 NodeCommand::Rm { force, nodes } => swarm::remove(c, &nodes, force),
+                NodeCommand::Ps {
+                    quiet,
+                    no_trunc,
+                    nodes,
+                } => service::node_ps(c, &nodes, quiet, no_trunc, unix_now()),
             }
         }
         Command::Network { control, command } => network::run(&control.control, command),
-        Command::Secret { control, command } => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            secret::run(&control.control, command, now)
+        Command::Secret { control, command } => secret::run(&control.control, command, unix_now()),
+        Command::Service { control, command } => {
+            service::run(&control.control, command, unix_now())
         }
     };
     match result {

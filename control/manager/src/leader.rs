@@ -5,7 +5,9 @@
 //! managers of the cluster state (a joined or promoted manager is added as a
 //! learner, then made a voter once caught up; a demoted one is removed); and
 //! rotates the network and gossip keys every `key_rotation_secs` (12 h by
-//! default). A manager that has just become leader first treats every node as
+//! default); and reconciles services with their tasks (the pure
+//! orchestrator and scheduler of `state`), so tasks follow nodes that go
+//! Down, are drained, paused or join. A manager that has just become leader first treats every node as
 //! heard from now, so a failover never marks healthy nodes Down.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +25,7 @@ const TICK: Duration = Duration::from_millis(250);
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut was_leader = false;
     let membership_busy = Arc::new(AtomicBool::new(false));
+    let reconcile_busy = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -57,6 +60,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             });
         }
         rotate_keys(&raft).await;
+        // On its own task: a write that waits for a quorum must not hold
+        // up failure detection.
+        if !reconcile_busy.swap(true, Ordering::AcqRel) {
+            let busy = reconcile_busy.clone();
+            let (shared, raft) = (shared.clone(), raft.clone());
+            tokio::spawn(async move {
+                shared.reconcile(&raft).await;
+                busy.store(false, Ordering::Release);
+            });
+        }
     }
 }
 

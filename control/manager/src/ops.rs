@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Availability, ClusterKey, Network, NetworkSpec, Role, SecretSpec};
-use crate::views::{NodeView, SecretView};
+use crate::state::{Availability, ClusterKey, Network, NetworkSpec, Role, SecretSpec, ServiceSpec};
+use crate::views::{NodeView, SecretView, ServiceView, TaskView};
 
 /// A request to the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +85,35 @@ pub enum Op {
     RemoveSecret {
         /// Id, name or id prefix.
         key: String,
+    },
+    /// `service ls`.
+    Services,
+    /// `service inspect KEY`.
+    Service {
+        /// Id, name or id prefix.
+        key: String,
+    },
+    /// `service create`: networks as the user named them, ports as given.
+    CreateService(Box<ServiceSpec>),
+    /// `service scale NAME=K`.
+    ScaleService {
+        /// Id, name or id prefix.
+        key: String,
+        /// The new number of replicas.
+        replicas: u64,
+    },
+    /// `service rm`.
+    RemoveService {
+        /// Id, name or id prefix.
+        key: String,
+    },
+    /// `service ps SERVICE` (tasks of a service) or `node ps NODE` (tasks on
+    /// a node); both may be given.
+    Tasks {
+        /// Service id, name or id prefix.
+        service: Option<String>,
+        /// Node id, hostname or id prefix.
+        node: Option<String>,
     },
     /// A node joins with a token.
     Join(JoinRequest),
@@ -187,6 +216,12 @@ pub enum OpReply {
     Secrets(Vec<SecretView>),
     /// One secret, without its data.
     Secret(Box<SecretView>),
+    /// Services with their task counts.
+    Services(Vec<ServiceView>),
+    /// One service.
+    Service(Box<ServiceView>),
+    /// Tasks, by service and slot, newest first.
+    Tasks(Vec<TaskView>),
     /// A join token.
     Token(TokenReply),
     /// A join.

@@ -9,8 +9,9 @@
 //! words Docker uses where Docker has words for it.
 //!
 //! The state holds the cluster, its nodes, its overlay networks (with the
-//! address management that gives them subnets and VNIs, in [`network`]) and
-//! its secrets ([`secret`]).
+//! address management that gives them subnets and VNIs, in [`network`]),
+//! its secrets ([`secret`]), and its services and their tasks ([`service`],
+//! placed by the pure [`orchestrator`] and [`scheduler`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,13 +19,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub mod constraint;
 pub mod network;
+pub mod orchestrator;
+pub mod scheduler;
 pub mod secret;
+pub mod service;
 
 pub use network::{
     AddressPool, Network, NetworkDriver, NetworkSpec, PoolError, FIRST_VNI, INGRESS_NAME, MAX_VNI,
 };
 pub use secret::{Secret, SecretData, SecretSpec, MAX_SECRET_SIZE};
+pub use service::{Service, ServiceMode, ServiceSpec, Task, TaskId, TaskState};
 
 /// A node id: 25 lower-case base-36 characters, like Docker's.
 pub type NodeId = String;
@@ -342,6 +348,34 @@ pub enum Command {
         /// The secret's id (resolved by the leader).
         id: String,
     },
+    /// `service create`, as the leader planned it ([`ClusterState::plan_service`]).
+    CreateService {
+        /// The service, with its networks resolved and its ports allocated.
+        service: Box<Service>,
+    },
+    /// `service scale` (and, later, `service update`): a new spec.
+    UpdateService {
+        /// The service's id (resolved by the leader).
+        id: String,
+        /// The new spec, planned by the leader.
+        spec: Box<ServiceSpec>,
+        /// When.
+        at: Timestamp,
+    },
+    /// `service rm`: the service and its tasks.
+    RemoveService {
+        /// The service's id (resolved by the leader).
+        id: String,
+    },
+    /// The orchestrator's and scheduler's decisions
+    /// ([`orchestrator::reconcile`]): tasks made, placed or stopped, and
+    /// tasks deleted.
+    SetTasks {
+        /// Tasks to add or replace, whole.
+        tasks: Vec<Task>,
+        /// Ids of tasks to delete.
+        removed: Vec<TaskId>,
+    },
 }
 
 /// Why a command changed nothing.
@@ -485,6 +519,50 @@ pub enum Refusal {
         /// The services that use it.
         services: Vec<String>,
     },
+    /// A service name Docker would refuse.
+    #[error("invalid service name {0:?}: use letters, digits, '-' and '_', starting and ending with a letter or digit, at most 63 characters (a service name must be valid as a DNS name component)")]
+    BadServiceName(String),
+    /// A service name that is taken.
+    #[error("service {0} already exists")]
+    ServiceNameInUse(String),
+    /// A service id that is taken (the leader drew an id twice).
+    #[error("service id {0} is already in use")]
+    ServiceIdInUse(String),
+    /// Unknown service.
+    #[error("service {0} not found")]
+    NoSuchService(String),
+    /// A spec value that cannot be used (named in the text).
+    #[error("invalid service spec: {0}")]
+    BadServiceSpec(String),
+    /// An ingress port that another service publishes (Docker's words).
+    #[error("port '{port}' is already in use by service '{service}' ({id}) as an ingress port")]
+    PortInUse {
+        /// The published port.
+        port: u16,
+        /// The service that has it.
+        service: String,
+        /// Its id.
+        id: String,
+    },
+    /// The same published port twice in one spec.
+    #[error("port '{0}' is published more than once by this service")]
+    PortPublishedTwice(u16),
+    /// No free port left for an ingress port without `published=`.
+    #[error("no free port left in the dynamic range 30000-32767 for an ingress port; give published= explicitly")]
+    PortsExhausted,
+    /// `--network ingress`.
+    #[error("service cannot be explicitly attached to the ingress network \"{0}\"")]
+    IngressAttach(String),
+    /// An ingress-mode port on a DNS round-robin service (Docker's words).
+    #[error("port published with ingress mode can't be used with dnsrr mode")]
+    DnsrrWithIngress,
+    /// `service scale` of a global service (Docker's words).
+    #[error("{0}: scale can only be used with replicated or replicated-job mode")]
+    ScaleGlobal(String),
+    /// Tasks planned from a state that moved on (a failover, a service
+    /// removed meanwhile); the next reconciliation plans again.
+    #[error("stale task plan: {0}")]
+    StaleTasks(String),
 }
 
 /// The result of applying one command.
@@ -523,6 +601,12 @@ pub struct ClusterState {
     /// The secrets, by id.
     #[serde(default)]
     pub secrets: BTreeMap<String, Secret>,
+    /// The services, by id.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    /// Every task of every service, live or kept as history, by id.
+    #[serde(default)]
+    pub tasks: BTreeMap<TaskId, Task>,
 }
 
 fn valid_label_key(k: &str) -> bool {
@@ -800,6 +884,37 @@ impl ClusterState {
                 }
                 self.secrets.remove(id);
             }
+            Command::CreateService { service } => {
+                self.cluster_mut()?;
+                self.check_service(service)?;
+                self.services
+                    .insert(service.id.clone(), (**service).clone());
+            }
+            Command::UpdateService { id, spec, at } => {
+                let current = self
+                    .services
+                    .get(id)
+                    .ok_or_else(|| Refusal::NoSuchService(id.clone()))?;
+                if spec.name != current.spec.name {
+                    return Err(Refusal::BadServiceSpec(format!(
+                        "a service cannot be renamed ({} to {})",
+                        current.spec.name, spec.name
+                    )));
+                }
+                self.check_spec(spec, id)?;
+                let service = self.services.get_mut(id).expect("checked above");
+                service.previous_spec =
+                    Some(std::mem::replace(&mut service.spec, (**spec).clone()));
+                service.version += 1;
+                service.updated_at = *at;
+            }
+            Command::RemoveService { id } => {
+                if self.services.remove(id).is_none() {
+                    return Err(Refusal::NoSuchService(id.clone()));
+                }
+                self.tasks.retain(|_, t| t.service_id != *id);
+            }
+            Command::SetTasks { tasks, removed } => self.set_tasks(tasks, removed)?,
         }
         Ok(())
     }

@@ -31,6 +31,8 @@ use crate::state::{
 use crate::tls;
 use crate::views::{NodeView, SecretView, NOT_A_MANAGER, NOT_IN_SWARM, NO_LEADER};
 
+mod services;
+
 impl shoal_consensus::StateMachine for ClusterState {
     type Command = Command;
     type Response = Outcome;
@@ -185,6 +187,9 @@ pub(crate) struct Shared {
     /// this leader never plans two networks from the same state (the apply
     /// would refuse the second one's subnet or VNI as taken).
     allocating: Mutex<()>,
+    /// Leader only: one reconciliation at a time (the tick's and the ops'),
+    /// so no two plans are made from the same state.
+    reconciling: Mutex<()>,
 }
 
 /// A node's membership in a swarm.
@@ -237,7 +242,9 @@ fn refused(out: Outcome) -> Result<(), OpError> {
 fn op_error(r: Refusal) -> OpError {
     use Refusal::*;
     match r {
-        NoSuchNode(_) | NoSuchNetwork(_) | NoSuchSecret(_) => OpError::NotFound(r.to_string()),
+        NoSuchNode(_) | NoSuchNetwork(_) | NoSuchSecret(_) | NoSuchService(_) => {
+            OpError::NotFound(r.to_string())
+        }
         BadLabel(_)
         | UnsupportedDriver(_)
         | BadNetworkName(_)
@@ -246,7 +253,13 @@ fn op_error(r: Refusal) -> OpError {
         | BadGateway { .. }
         | GatewayWithoutSubnet
         | BadSecretName(_)
-        | SecretSize => OpError::Invalid(r.to_string()),
+        | SecretSize
+        | BadServiceName(_)
+        | BadServiceSpec(_)
+        | IngressAttach(_)
+        | DnsrrWithIngress
+        | PortPublishedTwice(_)
+        | ScaleGlobal(_) => OpError::Invalid(r.to_string()),
         _ => OpError::Refused(r.to_string()),
     }
 }
@@ -272,6 +285,7 @@ impl Swarm {
                 client: RwLock::new(None),
                 last_seen: StdMutex::new(HashMap::new()),
                 allocating: Mutex::new(()),
+                reconciling: Mutex::new(()),
             }),
             lifecycle: Mutex::new(()),
             agent: StdMutex::new(None),
@@ -995,6 +1009,12 @@ impl Shared {
                 refused(write(raft, Command::RemoveSecret { id: id.clone() }).await?)?;
                 Ok(OpReply::Id(id))
             }
+            Op::Services
+            | Op::Service { .. }
+            | Op::CreateService(_)
+            | Op::ScaleService { .. }
+            | Op::RemoveService { .. }
+            | Op::Tasks { .. } => self.execute_service(raft, op).await,
             Op::Join(req) => self.admit(raft, req).await,
             Op::Heartbeat { node_id } => self.heartbeat(raft, node_id).await,
             Op::Leave { node_id } => {

@@ -10,7 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::state::network::{OPT_ENCRYPTED, OPT_VXLANID_LIST};
+
+mod service;
 use crate::state::{Availability, Network, Node, NodeStatus, Role, Secret};
+pub use service::{render_service_ls, render_task_ps, service_inspect, ServiceView, TaskView};
 
 /// A manager's standing in the Raft group, as `node ls` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

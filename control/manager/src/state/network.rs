@@ -472,15 +472,14 @@ impl ClusterState {
         super::find_by_key("network", key, &self.networks, |n| &n.name)
     }
 
-    /// What uses network `id`: the names of the services attached to it.
-    ///
-    /// Nothing yet. Services arrive with issue 6; this is where they will be
-    /// listed, and [`Command::RemoveNetwork`](super::Command::RemoveNetwork)
-    /// already refuses to remove a network while the list is not empty (with
+    /// What uses network `id`: the names of the services attached to it
+    /// (for the ingress network, the services that publish ports through
+    /// the routing mesh). [`Command::RemoveNetwork`](super::Command::RemoveNetwork)
+    /// refuses to remove a network while the list is not empty, with
     /// Docker's words: "network X is in use by service Y", and for ingress
-    /// "ingress network cannot be removed because service Y depends on it").
-    pub fn network_users(&self, _id: &str) -> Vec<String> {
-        Vec::new()
+    /// "ingress network cannot be removed because service Y depends on it".
+    pub fn network_users(&self, id: &str) -> Vec<String> {
+        self.services_on_network(id)
     }
 }
 

@@ -163,8 +163,8 @@ impl ClusterState {
 
     /// What uses secret `id`: the names of the services that mount it.
     ///
-    /// Nothing yet. Services arrive with issue 6; this is where they will be
-    /// listed, and [`Command::RemoveSecret`](super::Command::RemoveSecret)
+    /// Nothing yet: services exist, but cannot mount secrets yet (there is no
+    /// `--secret`); this is where they will be listed, and [`Command::RemoveSecret`](super::Command::RemoveSecret)
     /// already refuses to remove a secret while the list is not empty.
     pub fn secret_users(&self, _id: &str) -> Vec<String> {
         Vec::new()

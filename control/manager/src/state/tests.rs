@@ -859,3 +859,5 @@ proptest! {
         prop_assert_eq!(s, replica);
     }
 }
+
+mod services;

@@ -1,0 +1,252 @@
+//! The orchestrator: from what the services ask for and what tasks exist, the
+//! tasks to make, stop and place. Pure: the leader calls [`reconcile`] on
+//! its tick and after every service or node change, with the time and a
+//! source of fresh ids, and proposes the [`Command`] it returns.
+//!
+//! - A replicated service has one live task per slot 1..=replicas. Missing
+//!   slots get a new task; slots above `replicas` lose theirs, the highest
+//!   first (scale down).
+//! - A global service has one live task on every node that is Ready, Active
+//!   and satisfies its constraints, nodes that joined later included.
+//! - A task whose node is gone, Down or drained, or no longer satisfies the
+//!   constraints, is stopped (desired state `shutdown`) and its slot gets a
+//!   replacement; a paused node keeps its tasks but takes no new ones.
+//! - Tasks without a node (new ones, pending ones) go through the
+//!   [`scheduler`](super::scheduler) each time, so a pending task is placed
+//!   as soon as a node can take it.
+//!
+//! A stopped task stays in the state as history (`service ps` shows it),
+//! except one that never got further than `assigned`: no node ever took it,
+//! so removing it (scale down) just deletes it. Once nodes run tasks, the
+//! ones they took are marked `remove` and their agents clean them up.
+//!
+//! When nothing needs to change, [`reconcile`] returns `None`: a leader
+//! whose cluster has converged proposes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::constraint::all_match;
+use super::scheduler::Scheduler;
+use super::service::{Service, ServiceMode, Task, TaskId, TaskState, TaskStatus};
+use super::{Availability, ClusterState, Command, Node, NodeStatus, Timestamp};
+
+/// How many stopped tasks `service ps` keeps per slot (Docker's default
+/// `--task-history-limit`).
+pub const TASK_HISTORY: usize = 5;
+
+/// Whether a task may stay on `node`: the node exists, is not Down or
+/// drained, and still satisfies the service's constraints.
+fn may_stay(node: Option<&Node>, service: &Service) -> bool {
+    node.is_some_and(|n| {
+        n.status != NodeStatus::Down
+            && n.availability != Availability::Drain
+            && all_match(&service.spec.constraints, n)
+    })
+}
+
+/// Whether a global service wants a task on `node`.
+fn wants_global(node: &Node, service: &Service) -> bool {
+    node.status == NodeStatus::Ready
+        && node.availability == Availability::Active
+        && all_match(&service.spec.constraints, node)
+}
+
+/// What a reconciliation changes.
+#[derive(Default)]
+struct Plan {
+    upsert: BTreeMap<TaskId, Task>,
+    removed: BTreeSet<TaskId>,
+}
+
+impl Plan {
+    /// Stops `task`: deleted if no node ever took it, else desired `shutdown`
+    /// (or `remove` when its slot is gone for good).
+    fn stop(&mut self, task: &Task, end: TaskState) {
+        if end == TaskState::Remove && task.status.state <= TaskState::Assigned {
+            self.removed.insert(task.id.clone());
+            return;
+        }
+        let mut t = task.clone();
+        t.desired_state = end;
+        self.upsert.insert(t.id.clone(), t);
+    }
+}
+
+/// The tasks to make, stop and place so that the state matches what its
+/// services ask for; `None` when it already does.
+pub fn reconcile(
+    state: &ClusterState,
+    now: Timestamp,
+    new_id: &mut dyn FnMut() -> String,
+) -> Option<Command> {
+    let mut plan = Plan::default();
+    let mut to_place: Vec<Task> = Vec::new();
+    for service in state.services.values() {
+        let live: Vec<&Task> = state
+            .service_tasks(&service.id)
+            .into_iter()
+            .filter(|t| t.is_live())
+            .collect();
+        // Tasks on nodes they may not stay on make way for replacements.
+        let mut kept: Vec<&Task> = Vec::new();
+        for task in live {
+            let placed = task.status.state >= TaskState::Assigned;
+            match &task.node_id {
+                Some(node) if placed && !may_stay(state.nodes.get(node), service) => {
+                    plan.stop(task, TaskState::Shutdown)
+                }
+                // A global task waiting for a node that is gone.
+                Some(node) if task.slot.is_none() && !state.nodes.contains_key(node) => {
+                    plan.stop(task, TaskState::Remove)
+                }
+                _ => kept.push(task),
+            }
+        }
+        match service.spec.mode {
+            ServiceMode::Replicated { replicas } => {
+                let mut by_slot: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
+                for task in kept {
+                    by_slot
+                        .entry(task.slot.unwrap_or(0))
+                        .or_default()
+                        .push(task);
+                }
+                for (&slot, tasks) in &by_slot {
+                    // service_tasks sorts newest first: the first one stays.
+                    let (first, extra) = tasks.split_first().expect("non-empty slot");
+                    for t in extra {
+                        plan.stop(t, TaskState::Shutdown);
+                    }
+                    if slot == 0 || slot > replicas {
+                        plan.stop(first, TaskState::Remove);
+                    } else if first.status.state < TaskState::Assigned {
+                        to_place.push((*first).clone());
+                    }
+                }
+                for slot in 1..=replicas {
+                    if !by_slot.contains_key(&slot) {
+                        to_place.push(new_task(service, Some(slot), None, now, new_id()));
+                    }
+                }
+            }
+            ServiceMode::Global => {
+                let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+                for task in kept {
+                    if let Some(node) = task.node_id.as_deref() {
+                        by_node.entry(node).or_default().push(task);
+                    }
+                }
+                for (node, tasks) in &by_node {
+                    let (first, extra) = tasks.split_first().expect("non-empty node");
+                    for t in extra {
+                        plan.stop(t, TaskState::Shutdown);
+                    }
+                    let wanted = state
+                        .nodes
+                        .get(*node)
+                        .is_some_and(|n| wants_global(n, service));
+                    if first.status.state < TaskState::Assigned {
+                        if wanted {
+                            to_place.push((*first).clone());
+                        } else {
+                            plan.stop(first, TaskState::Remove);
+                        }
+                    }
+                }
+                for node in state.nodes.values() {
+                    if wants_global(node, service) && !by_node.contains_key(node.id.as_str()) {
+                        to_place.push(new_task(
+                            service,
+                            None,
+                            Some(node.id.clone()),
+                            now,
+                            new_id(),
+                        ));
+                    }
+                }
+            }
+        }
+        trim_history(state, service, &mut plan);
+    }
+    let leaving: BTreeSet<&str> = plan
+        .upsert
+        .keys()
+        .chain(plan.removed.iter())
+        .map(String::as_str)
+        .collect();
+    let mut scheduler = Scheduler::new(state, &leaving);
+    for task in to_place {
+        let Some(service) = state.services.get(&task.service_id) else {
+            continue;
+        };
+        let placed = scheduler.place(&task, service, now);
+        match state.tasks.get(&task.id) {
+            // A pending task that is still pending for the same reason is
+            // left alone: no write every tick.
+            Some(old)
+                if same_status(&old.status, &placed.status) && old.node_id == placed.node_id => {}
+            _ => {
+                plan.upsert.insert(placed.id.clone(), placed);
+            }
+        }
+    }
+    if plan.upsert.is_empty() && plan.removed.is_empty() {
+        return None;
+    }
+    Some(Command::SetTasks {
+        tasks: plan.upsert.into_values().collect(),
+        removed: plan.removed.into_iter().collect(),
+    })
+}
+
+fn same_status(a: &TaskStatus, b: &TaskStatus) -> bool {
+    a.state == b.state && a.message == b.message && a.err == b.err
+}
+
+fn new_task(
+    service: &Service,
+    slot: Option<u64>,
+    node: Option<String>,
+    now: Timestamp,
+    id: String,
+) -> Task {
+    Task {
+        id,
+        service_id: service.id.clone(),
+        slot,
+        node_id: node,
+        desired_state: TaskState::Running,
+        status: TaskStatus {
+            state: TaskState::New,
+            message: "created".into(),
+            err: None,
+            exit_code: None,
+            timestamp: now,
+        },
+        spec_version: service.version,
+        created_at: now,
+    }
+}
+
+/// Deletes the oldest stopped tasks of each slot (or node) beyond
+/// [`TASK_HISTORY`], so that history does not grow without end.
+fn trim_history(state: &ClusterState, service: &Service, plan: &mut Plan) {
+    let mut dead: BTreeMap<(Option<u64>, Option<&str>), Vec<&Task>> = BTreeMap::new();
+    for task in state.service_tasks(&service.id) {
+        let stopped = !task.is_live() || plan.upsert.get(&task.id).is_some_and(|t| !t.is_live());
+        if stopped && !plan.removed.contains(&task.id) {
+            let key = match task.slot {
+                Some(slot) => (Some(slot), None),
+                None => (None, task.node_id.as_deref()),
+            };
+            dead.entry(key).or_default().push(task);
+        }
+    }
+    for tasks in dead.values() {
+        // Newest first: everything past the limit goes.
+        for t in tasks.iter().skip(TASK_HISTORY) {
+            plan.upsert.remove(&t.id);
+            plan.removed.insert(t.id.clone());
+        }
+    }
+}
