@@ -13,10 +13,18 @@ fn main() -> ExitCode {
         return shoal_daemon::main_from(&args[1..]);
     }
     // `cargo bench` passes `--bench` (and a filter, if given); nothing to configure here.
-    match raft::run(&raft::Settings::default()) {
+    // It runs benches from the package directory: results go to the workspace's target/.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let settings = raft::Settings {
+        data_dir: target.join("raft-data"),
+        out_dir: target.clone(),
+        ..raft::Settings::default()
+    };
+    match raft::run(&settings) {
         Ok(rows) => {
             print!("{}", raft::render(&rows));
-            if let Err(e) = raft::write_files(&rows, &raft::Settings::default().out_dir) {
+            eprintln!("results in {}/raft.{{json,md}}", target.display());
+            if let Err(e) = raft::write_files(&rows, &settings.out_dir) {
                 eprintln!("cannot write results: {e:#}");
                 return ExitCode::FAILURE;
             }
