@@ -1023,7 +1023,42 @@ fn bad_tokens_and_worker_certificates_are_refused() {
     // Node 2 leaves and starts a swarm of its own; its token names its CA.
     s.shoal_ok(2, &["swarm", "leave"]);
     let a2 = s.addr(2).to_string();
-    s.shoal_ok(2, &["swarm", "init", "--advertise-addr", &a2]);
+    let out = s.shoal(
+        2,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &a2,
+            "--dispatcher-heartbeat",
+            "2s",
+            "--node-down-timeout",
+            "3s",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "invalid --node-down-timeout 3s: it must be at least two heartbeat periods (4s)"
+        ),
+        "{err}"
+    );
+    s.shoal_ok(
+        2,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &a2,
+            "--dispatcher-heartbeat",
+            "2s",
+            "--node-down-timeout",
+            "4s",
+            "--key-rotation-interval",
+            "1h",
+        ],
+    );
     let foreign = s.shoal_ok(2, &["swarm", "join-token", "-q", "worker"]);
     let out = s.shoal(3, &["swarm", "join", "--token", foreign.trim(), &remote]);
     assert!(!out.status.success());

@@ -126,6 +126,17 @@ enum SwarmCommand {
         /// least 1h); nodes renew theirs between 50% and 80% of it.
         #[arg(long, value_name = "DURATION", value_parser = args::duration_secs)]
         cert_expiry: Option<u64>,
+        /// How often nodes heartbeat to the managers, like 1s (default 1s).
+        #[arg(long, value_name = "DURATION", value_parser = args::duration_secs)]
+        dispatcher_heartbeat: Option<u64>,
+        /// How long a node may stay silent before it is Down, like 5s
+        /// (default 5s, at least two heartbeats).
+        #[arg(long, value_name = "DURATION", value_parser = args::duration_secs)]
+        node_down_timeout: Option<u64>,
+        /// How often the leader rotates the network and gossip keys, like 12h
+        /// (default 12h).
+        #[arg(long, value_name = "DURATION", value_parser = args::duration_secs)]
+        key_rotation_interval: Option<u64>,
     },
     /// Join a swarm as a worker or a manager (the token says which).
     Join {
@@ -285,6 +296,9 @@ pub fn main() -> ExitCode {
                     default_addr_pool,
                     default_addr_pool_mask_length,
                     cert_expiry,
+                    dispatcher_heartbeat,
+                    node_down_timeout,
+                    key_rotation_interval,
                 } => swarm::init(
                     c,
                     swarm::InitFlags {
@@ -294,6 +308,9 @@ pub fn main() -> ExitCode {
                         default_addr_pool,
                         subnet_size: default_addr_pool_mask_length,
                         cert_expiry_secs: cert_expiry,
+                        heartbeat_secs: dispatcher_heartbeat,
+                        node_down_secs: node_down_timeout,
+                        key_rotation_secs: key_rotation_interval,
                     },
                 ),
                 SwarmCommand::Join {

@@ -76,6 +76,12 @@ pub struct InitFlags {
     pub subnet_size: Option<u8>,
     /// `--cert-expiry`, in seconds.
     pub cert_expiry_secs: Option<u64>,
+    /// `--dispatcher-heartbeat`, in seconds.
+    pub heartbeat_secs: Option<u64>,
+    /// `--node-down-timeout`, in seconds.
+    pub node_down_secs: Option<u64>,
+    /// `--key-rotation-interval`, in seconds.
+    pub key_rotation_secs: Option<u64>,
 }
 
 /// `swarm init`.
@@ -93,6 +99,9 @@ pub fn init(control: &Path, flags: InitFlags) -> anyhow::Result<()> {
         default_addr_pool: flags.default_addr_pool,
         subnet_size: flags.subnet_size,
         cert_expiry_secs: flags.cert_expiry_secs,
+        heartbeat_secs: flags.heartbeat_secs,
+        node_down_secs: flags.node_down_secs,
+        key_rotation_secs: flags.key_rotation_secs,
     };
     let reply: InitReply = call(
         control,

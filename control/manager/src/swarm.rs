@@ -86,6 +86,34 @@ pub fn check_cert_expiry(secs: u64, min: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the timing settings a `swarm init` may choose: the heartbeat period
+/// (`--dispatcher-heartbeat`, 1 s to 60 s), how long a silent node stays
+/// Ready (`--node-down-timeout`, at least two heartbeat periods, so one late
+/// heartbeat does not mark a node Down) and the key rotation interval
+/// (`--key-rotation-interval`, at least a minute).
+pub fn check_timings(s: &ClusterSettings) -> Result<(), String> {
+    if !(1..=60).contains(&s.heartbeat_secs) {
+        return Err(format!(
+            "invalid --dispatcher-heartbeat {}: it must be between 1s and 1m0s",
+            go_duration(s.heartbeat_secs)
+        ));
+    }
+    if s.node_down_secs < 2 * s.heartbeat_secs {
+        return Err(format!(
+            "invalid --node-down-timeout {}: it must be at least two heartbeat periods ({})",
+            go_duration(s.node_down_secs),
+            go_duration(2 * s.heartbeat_secs)
+        ));
+    }
+    if s.key_rotation_secs < 60 {
+        return Err(format!(
+            "invalid --key-rotation-interval {}: it must be at least 1m0s",
+            go_duration(s.key_rotation_secs)
+        ));
+    }
+    Ok(())
+}
+
 /// `secs` as Go prints a duration (`2160h0m0s`), the way Docker shows them.
 pub fn go_duration(secs: u64) -> String {
     match (secs / 3600, secs / 60 % 60, secs % 60) {
@@ -116,6 +144,17 @@ pub struct InitRequest {
     /// (default 90 days, at least one hour).
     #[serde(default)]
     pub cert_expiry_secs: Option<u64>,
+    /// `--dispatcher-heartbeat`: seconds between a node's heartbeats (default 1).
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
+    /// `--node-down-timeout`: seconds without a heartbeat before a node is
+    /// Down (default 5).
+    #[serde(default)]
+    pub node_down_secs: Option<u64>,
+    /// `--key-rotation-interval`: seconds between network and gossip key
+    /// rotations (default 12 h).
+    #[serde(default)]
+    pub key_rotation_secs: Option<u64>,
 }
 
 /// `swarm join` options.
@@ -334,10 +373,16 @@ impl Swarm {
                     "--default-addr-pool and --default-addr-pool-mask-length are for a new swarm; --force-new-cluster keeps the address pool of the swarm it restores".into(),
                 ));
             }
-            if req.cert_expiry_secs.is_some() {
-                return Err(OpError::Invalid(
-                    "--cert-expiry is for a new swarm; --force-new-cluster keeps the settings of the swarm it restores".into(),
-                ));
+            let named = [
+                ("--cert-expiry", req.cert_expiry_secs),
+                ("--dispatcher-heartbeat", req.heartbeat_secs),
+                ("--node-down-timeout", req.node_down_secs),
+                ("--key-rotation-interval", req.key_rotation_secs),
+            ];
+            if let Some((flag, _)) = named.iter().find(|(_, v)| v.is_some()) {
+                return Err(OpError::Invalid(format!(
+                    "{flag} is for a new swarm; --force-new-cluster keeps the settings of the swarm it restores"
+                )));
             }
             return self.force_new_cluster(req, existing).await;
         }
@@ -352,6 +397,10 @@ impl Swarm {
             check_cert_expiry(secs, self.shared.config.min_cert_secs).map_err(OpError::Invalid)?;
             settings.node_cert_secs = secs;
         }
+        settings.heartbeat_secs = req.heartbeat_secs.unwrap_or(settings.heartbeat_secs);
+        settings.node_down_secs = req.node_down_secs.unwrap_or(settings.node_down_secs);
+        settings.key_rotation_secs = req.key_rotation_secs.unwrap_or(settings.key_rotation_secs);
+        check_timings(&settings).map_err(OpError::Invalid)?;
         if existing.is_some() || self.shared.node.read().await.is_some() {
             return Err(OpError::Refused(
                 "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.".into(),
@@ -1235,6 +1284,45 @@ async fn write(raft: &Raft, cmd: Command) -> Result<Outcome, OpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timings_are_checked_and_name_the_flag() {
+        let ok = ClusterSettings::default();
+        assert_eq!(check_timings(&ok), Ok(()));
+        let err = |s: ClusterSettings| check_timings(&s).unwrap_err();
+        assert!(err(ClusterSettings {
+            heartbeat_secs: 0,
+            ..ok.clone()
+        })
+        .starts_with("invalid --dispatcher-heartbeat 0s"));
+        assert!(err(ClusterSettings {
+            heartbeat_secs: 61,
+            ..ok.clone()
+        })
+        .contains("between 1s and 1m0s"));
+        assert_eq!(
+            err(ClusterSettings {
+                heartbeat_secs: 3,
+                node_down_secs: 5,
+                ..ok.clone()
+            }),
+            "invalid --node-down-timeout 5s: it must be at least two heartbeat periods (6s)"
+        );
+        assert!(err(ClusterSettings {
+            key_rotation_secs: 59,
+            ..ok.clone()
+        })
+        .starts_with("invalid --key-rotation-interval 59s"));
+        assert_eq!(
+            check_timings(&ClusterSettings {
+                heartbeat_secs: 2,
+                node_down_secs: 4,
+                key_rotation_secs: 60,
+                ..ok
+            }),
+            Ok(())
+        );
+    }
 
     #[test]
     fn cert_expiry_below_the_minimum_is_refused_in_docker_words() {
