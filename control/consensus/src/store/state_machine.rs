@@ -142,24 +142,21 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig<S>> for StateMachineStore<S> {
         // It is saved with each snapshot; on restart openraft re-applies the log from the
         // saved state up to the committed id, before the node does anything else. The log is
         // purged only behind a saved snapshot, so what needs re-applying is always there.
-        // Apply on a copy and publish it whole, so readers never see half a batch.
-        let mut next = self
-            .shared
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        // Applied in place under the write lock, so readers never see half a batch and no
+        // write pays for a copy of the whole state (it was cloned per batch before).
+        let mut applied = self.shared.write().unwrap_or_else(PoisonError::into_inner);
         for entry in entries {
-            next.last_applied = Some(entry.log_id);
+            applied.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => responses.push(S::Response::default()),
-                EntryPayload::Normal(cmd) => responses.push(next.state.apply(&cmd)),
+                EntryPayload::Normal(cmd) => responses.push(applied.state.apply(&cmd)),
                 EntryPayload::Membership(m) => {
-                    next.membership = StoredMembership::new(Some(entry.log_id), m);
+                    applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     responses.push(S::Response::default());
                 }
             }
         }
-        *self.shared.write().unwrap_or_else(PoisonError::into_inner) = next;
+        drop(applied);
         Ok(responses)
     }
 
