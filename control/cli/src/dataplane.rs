@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use hyper::Method;
 use serde_json::Value;
 
-use crate::http::{block_on, request};
+use crate::http::call_text;
 
 fn call(
     control: &Path,
@@ -15,16 +15,7 @@ fn call(
     path: &str,
     body: Option<String>,
 ) -> anyhow::Result<String> {
-    let (status, text) = block_on(request(control, method, path, body))?
-        .with_context(|| format!("is shoald running with --control {}?", control.display()))?;
-    if !status.is_success() {
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        bail!("shoald refused: {msg}");
-    }
-    Ok(text)
+    call_text(control, method, path, body, "shoald refused")
 }
 
 /// Prints networks, endpoints and counters (or the raw JSON).

@@ -50,3 +50,25 @@ pub fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
         .context("cannot start a runtime")?;
     Ok(rt.block_on(f))
 }
+
+/// Calls the local API and returns the answer's body. A refusal becomes an
+/// error that carries shoald's message (the `message` field of its JSON error)
+/// after `refused`, e.g. Docker's "Error response from daemon".
+pub(crate) fn call_text(
+    control: &Path,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    refused: &str,
+) -> anyhow::Result<String> {
+    let (status, text) = block_on(request(control, method, path, body))?
+        .with_context(|| format!("is shoald running with --control {}?", control.display()))?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        anyhow::bail!("{refused}: {msg}");
+    }
+    Ok(text)
+}

@@ -9,14 +9,13 @@ use anyhow::{bail, Context};
 use hyper::Method;
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use shoal_manager::local::{Joined, LeaveRequest, Left};
 use shoal_manager::ops::{Op, OpReply};
 use shoal_manager::state::{Availability, Role};
 use shoal_manager::swarm::{InitReply, InitRequest, JoinOptions, SwarmInfo};
 use shoal_manager::views::{render_init, render_join_instructions, render_node_ls};
 
-use crate::http::{block_on, request};
+use crate::http::call_text;
 
 /// Calls the local API and decodes the answer; errors carry shoald's message
 /// as Docker prints them ("Error response from daemon: ...").
@@ -26,15 +25,7 @@ pub(crate) fn call<T: DeserializeOwned>(
     path: &str,
     body: Option<String>,
 ) -> anyhow::Result<T> {
-    let (status, text) = block_on(request(control, method, path, body))?
-        .with_context(|| format!("is shoald running with --control {}?", control.display()))?;
-    if !status.is_success() {
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        bail!("Error response from daemon: {msg}");
-    }
+    let text = call_text(control, method, path, body, "Error response from daemon")?;
     serde_json::from_str(&text).with_context(|| format!("shoald sent malformed JSON: {text}"))
 }
 
