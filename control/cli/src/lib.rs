@@ -12,6 +12,7 @@ pub mod network;
 pub mod secret;
 pub mod service;
 pub mod swarm;
+pub mod whoami;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve HTTP answers naming the task, node, hostname and addresses that
+    /// answered (like traefik/whoami): the workload of tests and demos.
+    Whoami {
+        /// The port to listen on (0: any free port, printed at start).
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// The address to listen on.
+        #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+        /// An extra `Name:` line in every answer.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Check that this host can run Shoal, and what to do about anything missing.
     Doctor {
         /// Print the checks as JSON.
@@ -264,6 +278,10 @@ fn unix_now() -> u64 {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Whoami { port, bind, name } => whoami::run(whoami::Settings {
+            listen: std::net::SocketAddr::new(bind, port),
+            name,
+        }),
         Command::Doctor { json } => {
             let checks = doctor::run_checks();
             if json {
