@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -114,13 +114,7 @@ pub fn run(settings: &Settings) -> Result<Vec<Row>> {
 }
 
 fn ensure_tools() -> Result<()> {
-    let have = |t: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let have = crate::installed;
     if !Path::new(crate::chart::FONT).exists()
         || !["iperf3", "ping", "nebula", "wireguard-go", "wg"]
             .iter()
@@ -229,20 +223,9 @@ fn shoal(
             .arg("--log")
             .arg("warn");
         daemons.push(topo.node(i).ns().spawn(cmd)?);
-        wait_for(&sock)?;
+        crate::wait_for_socket(&sock)?;
     }
     Ok((daemons, tasks.to_vec()))
-}
-
-fn wait_for(sock: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("shoald did not open {} within 20 s", sock.display())
 }
 
 fn cpu_busy_seconds() -> Result<f64> {

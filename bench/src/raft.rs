@@ -18,7 +18,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -78,7 +77,7 @@ const KEYS: u32 = 1000;
 /// Runs every system at every client count.
 pub fn run(settings: &Settings) -> Result<Vec<Row>> {
     ensure!(settings.writes > 0, "--writes must be at least 1");
-    if settings.etcd && which("etcd").is_none() {
+    if settings.etcd && !crate::installed("etcd") {
         bail!(
             "etcd is not installed (scripts/install-deps installs etcd-server); or pass --no-etcd"
         );
@@ -230,9 +229,7 @@ impl ShoalCluster {
             daemons.push(topo.node(i).ns().spawn(cmd)?);
         }
         for s in &socks {
-            wait_until(Duration::from_secs(20), "shoald's API socket", || {
-                Ok(UnixStream::connect(s).is_ok())
-            })?;
+            crate::wait_for_socket(s)?;
         }
         let a0 = topo.node(0).addr();
         call(
@@ -512,17 +509,6 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> Result<bool>) 
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("timed out after {limit:?} waiting for {what} (last error: {last})")
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// The results as a Markdown table, with each shoal row's ratio to etcd's
