@@ -198,8 +198,9 @@ fn four_lanes_carry_parallel_flows_intact_and_spread_them() {
             .filter(|l| l[field].as_u64().unwrap() > 20)
             .count()
     };
-    // The kernel hashes 16 flows over 4 queues / sockets: all on one would mean
-    // the lanes are not spreading (odds of chance below 1e-8).
+    // The kernel hashes 16 flows over 4 TAP queues, and the receiving group
+    // maps the sending lanes one to one by source port: all on one lane would
+    // mean the lanes are not spreading (odds of chance below 1e-8).
     assert!(
         busy(0, "endpoint_rx") >= 2,
         "sending node read from one TAP queue only"

@@ -3,10 +3,13 @@
 //!
 //! Lanes spread flows over cores without sharing a descriptor: the kernel picks
 //! a TAP queue per flow (multi-queue TAP) and a receiving socket per underlay
-//! flow (`SO_REUSEPORT`). Each lane sends from its own socket on its own
-//! source port, so a peer's kernel spreads that lane's flows in turn, as RFC
-//! 7348 asks of the UDP source port. With one worker the node sends from the
-//! listening socket itself (source port 4789).
+//! flow (`SO_REUSEPORT`). Each lane sends from its own socket, the lanes from a
+//! block of consecutive source ports, and the receiving group hands a datagram
+//! to the lane its source port names modulo the lane count: lane w of one node
+//! lands on one lane of its peer, and replies written into a TAP queue pin the
+//! flow there, so flows stay spread end to end. A kernel VXLAN peer's per-flow
+//! source ports (RFC 7348) spread the same way. With one worker the node sends
+//! from the listening socket itself (source port 4789).
 //!
 //! Each thread blocks in `poll(2)` on its descriptor with a short timeout, then
 //! drains it without blocking ([`crate::forward`] holds the loops and the
@@ -267,7 +270,6 @@ impl DataPlane {
             source,
         };
         let mut rx = Vec::with_capacity(config.workers);
-        let mut tx = Vec::with_capacity(config.workers);
         for _ in 0..config.workers {
             let sock = if config.workers == 1 {
                 UdpSocket::bind(config.listen).and_then(|u| u.set_nonblocking(true).map(|()| u))
@@ -282,17 +284,24 @@ impl DataPlane {
             }
             let _ = udp::set_recv_buffer(sock.as_fd(), SOCKET_BUFFER);
             let _ = udp::set_send_buffer(sock.as_fd(), SOCKET_BUFFER);
-            let send = if config.workers == 1 {
-                sock.try_clone().map_err(listen_err)?
-            } else {
-                let send =
-                    UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0)).map_err(listen_err)?;
-                let _ = udp::set_send_buffer(send.as_fd(), SOCKET_BUFFER);
-                send
-            };
             rx.push(sock);
-            tx.push(send);
         }
+        let tx = if config.workers == 1 {
+            vec![rx[0].try_clone().map_err(listen_err)?]
+        } else {
+            // Lane w receives what a peer's lane sent from a port that is w
+            // modulo our lane count, and sends from the w-th of a block of
+            // consecutive ports: lanes map one to one across nodes.
+            if let Err(e) = udp::steer_reuseport_by_source_port(rx[0].as_fd(), rx.len() as u32) {
+                tracing::warn!(error = %e, "cannot steer VXLAN by source port; the kernel's hash spreads lanes");
+            }
+            let tx = udp::bind_consecutive(config.listen.ip(), config.workers, 64)
+                .map_err(listen_err)?;
+            for s in &tx {
+                let _ = udp::set_send_buffer(s.as_fd(), SOCKET_BUFFER);
+            }
+            tx
+        };
 
         let shared = Arc::new(Shared {
             node_addr: config.node_addr,

@@ -102,6 +102,112 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(std::net::UdpSocket::from(fd))
 }
 
+/// Makes a `SO_REUSEPORT` group of `members` sockets (joined in order, the
+/// first being `fd`) hand each datagram to member `source port % members`.
+///
+/// The kernel's default is a keyed hash of the 4-tuple. A shoal peer sends
+/// each lane's flows from its own port (see [`bind_consecutive`]); with only a
+/// handful of ports the hash often puts two lanes on one socket, and the
+/// collapse feeds back through the TAP flow table until several flows share
+/// one lane end to end. By port the mapping is a bijection when the peer's
+/// ports are consecutive, and still spreads the per-flow ports of a kernel
+/// VXLAN peer. Datagrams whose header cannot be read fall back to the hash.
+pub fn steer_reuseport_by_source_port(fd: BorrowedFd<'_>, members: u32) -> io::Result<()> {
+    if members == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a reuseport group has at least one member",
+        ));
+    }
+    let net = libc::SKF_NET_OFF as u32;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // Classic BPF sees the datagram from its payload; the IP header is reached
+    // through the negative SKF_NET_OFF base.
+    let mut prog = [
+        // A = IP version
+        stmt(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, net),
+        stmt(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 4),
+        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 4, 0, 3),
+        // IPv4: X = header length, A = source port
+        stmt(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, net),
+        stmt(libc::BPF_LD | libc::BPF_H | libc::BPF_IND, net),
+        jump(libc::BPF_JMP | libc::BPF_JA, 1, 0, 0),
+        // IPv6 (no extension headers ahead of UDP): A = source port
+        stmt(
+            libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+            net.wrapping_add(40),
+        ),
+        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, members),
+        stmt(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, both live across the call, and the
+    // length passed is the size of `fprog`; the kernel copies the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds `count` (blocking) UDP sockets on `ip` to consecutive ports, so a
+/// peer that steers by `source port % n` spreads them evenly for any `n`.
+/// The first port is the kernel's ephemeral pick; a block with a taken port
+/// is given up and another tried, up to `attempts` times.
+pub fn bind_consecutive(
+    ip: std::net::IpAddr,
+    count: usize,
+    attempts: usize,
+) -> io::Result<Vec<std::net::UdpSocket>> {
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no attempt made");
+    for _ in 0..attempts.max(1) {
+        let first = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let base = first.local_addr()?.port();
+        if usize::from(base) + count > usize::from(u16::MAX) + 1 {
+            continue;
+        }
+        let mut block = vec![first];
+        for i in 1..count {
+            match std::net::UdpSocket::bind(SocketAddr::new(ip, base + i as u16)) {
+                Ok(s) => block.push(s),
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        if block.len() == count {
+            return Ok(block);
+        }
+    }
+    Err(io::Error::new(
+        last.kind(),
+        format!("no {count} consecutive free UDP ports on {ip}: {last}"),
+    ))
+}
+
 fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -294,6 +400,49 @@ mod tests {
         }
         seen.sort_unstable();
         assert_eq!(seen, (0..32u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn steered_group_hands_each_source_port_to_its_residue() {
+        for ip in ["127.0.0.1", "::1"] {
+            let first = bind_reuseport(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+            let addr = first.local_addr().unwrap();
+            let mut group = vec![first];
+            for _ in 1..3 {
+                group.push(bind_reuseport(addr).unwrap());
+            }
+            steer_reuseport_by_source_port(group[0].as_fd(), 3).unwrap();
+            let senders = bind_consecutive(addr.ip(), 6, 16).unwrap();
+            let ports: Vec<u16> = senders
+                .iter()
+                .map(|s| s.local_addr().unwrap().port())
+                .collect();
+            assert!(ports.windows(2).all(|w| w[1] == w[0] + 1), "{ports:?}");
+            for (i, tx) in senders.iter().enumerate() {
+                tx.send_to(&[i as u8], addr).unwrap();
+            }
+            let mut got = 0;
+            let mut buf = [0u8; 16];
+            for _ in 0..200 {
+                for (member, sock) in group.iter().enumerate() {
+                    while let Ok((1, from)) = sock.recv_from(&mut buf) {
+                        assert_eq!(usize::from(from.port()) % 3, member, "{ip}: {from}");
+                        got += 1;
+                    }
+                }
+                if got == senders.len() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(got, senders.len(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn a_group_of_no_members_is_refused() {
+        let s = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(steer_reuseport_by_source_port(s.as_fd(), 0).is_err());
     }
 
     #[test]
