@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod dispatch;
 pub mod identity;
 mod leader;
 pub mod local;

@@ -94,7 +94,13 @@ async fn op(
     Json(op): Json<Op>,
 ) -> Result<Json<OpReply>, ApiError> {
     match op {
-        Op::Join(_) | Op::Heartbeat { .. } | Op::Renew { .. } | Op::Leave { .. } => Err(ApiError(
+        Op::Join(_)
+        | Op::Heartbeat { .. }
+        | Op::Renew { .. }
+        | Op::Leave { .. }
+        | Op::Assignments { .. }
+        | Op::ReportTasks { .. }
+        | Op::PushLogs { .. } => Err(ApiError(
             OpError::Invalid("this op is for nodes talking to managers, not for the CLI".into()),
         )),
         op => Ok(Json(swarm.op(op).await?)),

@@ -11,7 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Availability, ClusterKey, Network, NetworkSpec, Role, SecretSpec, ServiceSpec};
+use crate::dispatch::{Assignments, ServiceLogLine, TaskLogLine};
+use crate::state::{
+    Availability, ClusterKey, Network, NetworkSpec, Role, SecretSpec, ServiceSpec, TaskUpdate,
+};
 use crate::views::{NodeView, SecretView, ServiceView, TaskView};
 
 /// A request to the leader.
@@ -129,6 +132,32 @@ pub enum Op {
         /// The node.
         node_id: String,
     },
+    /// A node's agent asks what to run (the id comes from its certificate).
+    Assignments {
+        /// The node.
+        node_id: String,
+    },
+    /// A node's agent reports on its tasks.
+    ReportTasks {
+        /// The node (from its certificate).
+        node_id: String,
+        /// The reports.
+        updates: Vec<TaskUpdate>,
+    },
+    /// A node's agent hands over what its tasks wrote.
+    PushLogs {
+        /// The node (from its certificate).
+        node_id: String,
+        /// The lines.
+        lines: Vec<TaskLogLine>,
+    },
+    /// `service logs`: the lines after `since`.
+    Logs {
+        /// Service id, name or id prefix.
+        service: String,
+        /// The last line already seen (0: from the start).
+        since: u64,
+    },
     /// A node asks for a new certificate for its current role.
     Renew {
         /// The node (from its certificate).
@@ -230,6 +259,12 @@ pub enum OpReply {
     Heartbeat(Box<HeartbeatReply>),
     /// A renewed certificate (PEM).
     Certificate(String),
+    /// A node's assignments.
+    Assignments(Box<Assignments>),
+    /// Log lines, oldest first.
+    Logs(Vec<ServiceLogLine>),
+    /// Done, nothing to say.
+    Done,
 }
 
 /// Why an op failed; the message is what the user sees.

@@ -50,6 +50,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/join", post(join))
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/renew", post(renew))
+        .route("/v1/assignments", post(assignments))
+        .route("/v1/task-status", post(task_status))
+        .route("/v1/logs", post(push_logs).layer(DefaultBodyLimit::max(LOG_BATCH_LIMIT)))
         .route("/v1/op", post(op))
         .route("/raft/append", post(raft_append).layer(raft_limit))
         .route("/raft/vote", post(raft_vote))
@@ -162,6 +165,67 @@ async fn renew(
         OpReply::Certificate(c) => Ok(Json(c)),
         other => Err(unexpected(&other)),
     }
+}
+
+/// The most a batch of log lines from one agent may weigh.
+const LOG_BATCH_LIMIT: usize = 4 << 20;
+
+async fn assignments(
+    State(shared): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+) -> Result<Json<crate::dispatch::Assignments>, ApiError> {
+    let id = caller(&shared, &peer).await?;
+    match shared
+        .run_op(Op::Assignments {
+            node_id: id.node_id,
+        })
+        .await?
+    {
+        OpReply::Assignments(a) => Ok(Json(*a)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The body of `POST /v1/task-status`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct TaskStatusBody {
+    pub(crate) updates: Vec<crate::state::TaskUpdate>,
+}
+
+async fn task_status(
+    State(shared): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+    Json(body): Json<TaskStatusBody>,
+) -> Result<Json<()>, ApiError> {
+    let id = caller(&shared, &peer).await?;
+    shared
+        .run_op(Op::ReportTasks {
+            node_id: id.node_id,
+            updates: body.updates,
+        })
+        .await?;
+    Ok(Json(()))
+}
+
+/// The body of `POST /v1/logs`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct LogsBody {
+    pub(crate) lines: Vec<crate::dispatch::TaskLogLine>,
+}
+
+async fn push_logs(
+    State(shared): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+    Json(body): Json<LogsBody>,
+) -> Result<Json<()>, ApiError> {
+    let id = caller(&shared, &peer).await?;
+    shared
+        .run_op(Op::PushLogs {
+            node_id: id.node_id,
+            lines: body.lines,
+        })
+        .await?;
+    Ok(Json(()))
 }
 
 fn unexpected(reply: &OpReply) -> ApiError {

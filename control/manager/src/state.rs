@@ -25,12 +25,14 @@ pub mod orchestrator;
 pub mod scheduler;
 pub mod secret;
 pub mod service;
+pub mod task;
 
 pub use network::{
     AddressPool, Network, NetworkDriver, NetworkSpec, PoolError, FIRST_VNI, INGRESS_NAME, MAX_VNI,
 };
 pub use secret::{Secret, SecretData, SecretSpec, MAX_SECRET_SIZE};
-pub use service::{Service, ServiceMode, ServiceSpec, Task, TaskId, TaskState};
+pub use service::{Service, ServiceMode, ServiceSpec, Task, TaskId, TaskState, TaskStatus};
+pub use task::{TaskNetwork, TaskUpdate};
 
 /// A node id: 25 lower-case base-36 characters, like Docker's.
 pub type NodeId = String;
@@ -376,6 +378,13 @@ pub enum Command {
         /// Ids of tasks to delete.
         removed: Vec<TaskId>,
     },
+    /// A node's agent reports what its tasks are doing.
+    UpdateTaskStatus {
+        /// The reporting node (from its certificate).
+        node: NodeId,
+        /// The reports.
+        updates: Vec<TaskUpdate>,
+    },
 }
 
 /// Why a command changed nothing.
@@ -563,6 +572,17 @@ pub enum Refusal {
     /// removed meanwhile); the next reconciliation plans again.
     #[error("stale task plan: {0}")]
     StaleTasks(String),
+    /// A node reporting on a task placed elsewhere.
+    #[error("node {node} may not report on task {task}: the task is not assigned to it")]
+    NotYourTask {
+        /// The node.
+        node: NodeId,
+        /// The task.
+        task: TaskId,
+    },
+    /// A node reporting a state only managers set.
+    #[error("a node cannot report task state {0:?}: nodes report states from accepted on")]
+    BadTaskState(String),
 }
 
 /// The result of applying one command.
@@ -915,6 +935,9 @@ impl ClusterState {
                 self.tasks.retain(|_, t| t.service_id != *id);
             }
             Command::SetTasks { tasks, removed } => self.set_tasks(tasks, removed)?,
+            Command::UpdateTaskStatus { node, updates } => {
+                self.update_task_status(node, updates)?
+            }
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ use crate::tls;
 use crate::views::{NodeView, SecretView, NOT_A_MANAGER, NOT_IN_SWARM, NO_LEADER};
 
 mod services;
+mod tasks;
 
 impl shoal_consensus::StateMachine for ClusterState {
     type Command = Command;
@@ -47,6 +48,8 @@ pub type Raft = Consensus<ClusterState>;
 
 /// How long an op waits for a leader to be elected before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(6);
+/// How many lines of task output the leader keeps for `service logs`.
+const LOG_LINES: usize = 100_000;
 /// How long a call to another manager may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -229,6 +232,8 @@ pub(crate) struct Shared {
     /// Leader only: one reconciliation at a time (the tick's and the ops'),
     /// so no two plans are made from the same state.
     reconciling: Mutex<()>,
+    /// Leader only: the recent output of tasks, for `service logs`.
+    pub(crate) logs: StdMutex<crate::dispatch::LogStore>,
 }
 
 /// A node's membership in a swarm.
@@ -325,6 +330,7 @@ impl Swarm {
                 last_seen: StdMutex::new(HashMap::new()),
                 allocating: Mutex::new(()),
                 reconciling: Mutex::new(()),
+                logs: StdMutex::new(crate::dispatch::LogStore::new(LOG_LINES)),
             }),
             lifecycle: Mutex::new(()),
             agent: StdMutex::new(None),
@@ -1064,6 +1070,10 @@ impl Shared {
             | Op::ScaleService { .. }
             | Op::RemoveService { .. }
             | Op::Tasks { .. } => self.execute_service(raft, op).await,
+            Op::Assignments { .. }
+            | Op::ReportTasks { .. }
+            | Op::PushLogs { .. }
+            | Op::Logs { .. } => self.execute_task(raft, op).await,
             Op::Join(req) => self.admit(raft, req).await,
             Op::Heartbeat { node_id } => self.heartbeat(raft, node_id).await,
             Op::Leave { node_id } => {

@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::constraint::all_match;
 use super::scheduler::Scheduler;
-use super::service::{Service, ServiceMode, Task, TaskId, TaskState, TaskStatus};
+use super::service::{RestartCondition, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus};
+use super::task::{allocate, TaskNetwork};
 use super::{Availability, ClusterState, Command, Node, NodeStatus, Timestamp};
 
 /// How many stopped tasks `service ps` keeps per slot (Docker's default
@@ -81,16 +82,24 @@ pub fn reconcile(
 ) -> Option<Command> {
     let mut plan = Plan::default();
     let mut to_place: Vec<Task> = Vec::new();
+    let mut addresses = Addresses::new(state);
+    clean_up_ended(state, &mut plan);
     for service in state.services.values() {
-        let live: Vec<&Task> = state
+        // The live tasks, and the finished ones that keep their slot (or
+        // node) because the restart policy lets them rest.
+        let holders: Vec<&Task> = state
             .service_tasks(&service.id)
             .into_iter()
-            .filter(|t| t.is_live())
+            .filter(|t| t.is_live() || t.desired_state == TaskState::Complete)
             .collect();
         // Tasks on nodes they may not stay on make way for replacements.
         let mut kept: Vec<&Task> = Vec::new();
-        for task in live {
+        for task in holders {
             let placed = task.status.state >= TaskState::Assigned;
+            if !task.is_live() {
+                kept.push(task);
+                continue;
+            }
             match &task.node_id {
                 Some(node) if placed && !may_stay(state.nodes.get(node), service) => {
                     plan.stop(task, TaskState::Shutdown)
@@ -118,14 +127,34 @@ pub fn reconcile(
                         plan.stop(t, TaskState::Shutdown);
                     }
                     if slot == 0 || slot > replicas {
-                        plan.stop(first, TaskState::Remove);
+                        if first.is_live() {
+                            plan.stop(first, TaskState::Remove);
+                        }
                     } else if first.status.state < TaskState::Assigned {
                         to_place.push((*first).clone());
+                    } else if let Some(next) = restart(first, service, now, &mut plan) {
+                        to_place.push(new_task(
+                            service,
+                            Some(slot),
+                            None,
+                            now,
+                            new_id(),
+                            next,
+                            &mut addresses,
+                        ));
                     }
                 }
                 for slot in 1..=replicas {
                     if !by_slot.contains_key(&slot) {
-                        to_place.push(new_task(service, Some(slot), None, now, new_id()));
+                        to_place.push(new_task(
+                            service,
+                            Some(slot),
+                            None,
+                            now,
+                            new_id(),
+                            0,
+                            &mut addresses,
+                        ));
                     }
                 }
             }
@@ -151,6 +180,18 @@ pub fn reconcile(
                         } else {
                             plan.stop(first, TaskState::Remove);
                         }
+                    } else if let Some(next) = restart(first, service, now, &mut plan) {
+                        if wanted {
+                            to_place.push(new_task(
+                                service,
+                                None,
+                                Some((*node).to_string()),
+                                now,
+                                new_id(),
+                                next,
+                                &mut addresses,
+                            ));
+                        }
                     }
                 }
                 for node in state.nodes.values() {
@@ -161,6 +202,8 @@ pub fn reconcile(
                             Some(node.id.clone()),
                             now,
                             new_id(),
+                            0,
+                            &mut addresses,
                         ));
                     }
                 }
@@ -209,6 +252,8 @@ fn new_task(
     node: Option<String>,
     now: Timestamp,
     id: String,
+    restarts: u64,
+    addresses: &mut Addresses,
 ) -> Task {
     Task {
         id,
@@ -225,6 +270,115 @@ fn new_task(
         },
         spec_version: service.version,
         created_at: now,
+        networks: addresses.attach(service),
+        restarts,
+    }
+}
+
+/// What the restart policy does with a task that ended while it was wanted:
+/// `Some(attempts)` when a replacement (with that many attempts behind it)
+/// should start now, in which case the ended task is retired; `None` while
+/// the delay runs, or for good when the policy says no more (the task then
+/// keeps its slot as finished, desired `complete`).
+fn restart(task: &Task, service: &Service, now: Timestamp, plan: &mut Plan) -> Option<u64> {
+    if !task.is_live() || !task.status.state.is_terminal() {
+        return None;
+    }
+    let policy = &service.spec.restart;
+    let wanted = match policy.condition {
+        RestartCondition::Any => true,
+        RestartCondition::OnFailure => task.status.state != TaskState::Complete,
+        RestartCondition::None => false,
+    };
+    let attempts = task.restarts + 1;
+    if !wanted || (policy.max_attempts > 0 && task.restarts >= policy.max_attempts) {
+        let mut t = task.clone();
+        t.desired_state = TaskState::Complete;
+        plan.upsert.insert(t.id.clone(), t);
+        return None;
+    }
+    let delay = policy.delay_ns.div_ceil(1_000_000_000);
+    if now < task.status.timestamp.saturating_add(delay) {
+        return None;
+    }
+    plan.stop(task, TaskState::Shutdown);
+    Some(attempts)
+}
+
+/// Tasks that are done with: a task asked to go (`remove`) that its node
+/// says has stopped is deleted; one whose node left the swarm while it may
+/// have been running is marked `orphaned` (its addresses are then free).
+fn clean_up_ended(state: &ClusterState, plan: &mut Plan) {
+    for task in state.tasks.values() {
+        let ended = task.status.state.is_terminal();
+        if task.desired_state == TaskState::Remove && ended {
+            plan.removed.insert(task.id.clone());
+            continue;
+        }
+        let gone = task
+            .node_id
+            .as_ref()
+            .is_some_and(|n| !state.nodes.contains_key(n));
+        if gone && !ended && task.status.state >= TaskState::Assigned {
+            let mut t = task.clone();
+            if t.desired_state <= TaskState::Running {
+                t.desired_state = TaskState::Shutdown;
+            }
+            t.status = TaskStatus {
+                state: TaskState::Orphaned,
+                message: "node left the swarm".into(),
+                err: None,
+                exit_code: None,
+                timestamp: task.status.timestamp,
+            };
+            plan.upsert.insert(t.id.clone(), t);
+        }
+    }
+}
+
+/// The addresses held on every network, as tasks are made in one plan.
+struct Addresses<'a> {
+    state: &'a ClusterState,
+    used: BTreeMap<String, BTreeSet<std::net::Ipv4Addr>>,
+}
+
+impl<'a> Addresses<'a> {
+    fn new(state: &'a ClusterState) -> Self {
+        Addresses {
+            state,
+            used: BTreeMap::new(),
+        }
+    }
+
+    /// One address on each of the service's networks (the ingress network
+    /// first when it publishes through the routing mesh). A full network
+    /// gives no address: the task is made without that attachment and its
+    /// node reports the failure.
+    fn attach(&mut self, service: &Service) -> Vec<TaskNetwork> {
+        let mut ids: Vec<&str> = Vec::new();
+        if service.spec.ingress_ports().next().is_some() {
+            if let Some(ingress) = self.state.networks.values().find(|n| n.ingress) {
+                ids.push(&ingress.id);
+            }
+        }
+        ids.extend(service.spec.networks.iter().map(String::as_str));
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(network) = self.state.networks.get(id) else {
+                continue;
+            };
+            let used = self
+                .used
+                .entry(id.to_string())
+                .or_insert_with(|| self.state.addresses_in_use(network));
+            if let Some(ip) = allocate(network, used) {
+                out.push(TaskNetwork {
+                    network_id: id.to_string(),
+                    ip,
+                });
+            }
+        }
+        out
     }
 }
 

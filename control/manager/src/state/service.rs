@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::task::TaskNetwork;
 use super::constraint::Constraint;
 use super::{ClusterState, NodeId, Refusal, Timestamp};
 
@@ -565,6 +566,14 @@ pub struct Task {
     pub spec_version: u64,
     /// When it was made.
     pub created_at: Timestamp,
+    /// Its address on each of its networks, in the service's order (the
+    /// ingress network first when the service publishes through it).
+    #[serde(default)]
+    pub networks: Vec<TaskNetwork>,
+    /// How many tasks ran in its slot (or on its node) before it since the
+    /// last spec change: the restart policy's attempts.
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 impl Task {
@@ -850,7 +859,15 @@ impl ClusterState {
             next.remove(id);
         }
         for task in tasks {
-            next.insert(task.id.clone(), task.clone());
+            let mut task = task.clone();
+            // The plan was made from an older copy: a status a node reported
+            // since (always further along) wins over the plan's.
+            if let Some(now) = self.tasks.get(&task.id) {
+                if now.status.state > task.status.state {
+                    task.status = now.status.clone();
+                }
+            }
+            next.insert(task.id.clone(), task);
         }
         let touched: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
         let mut holders: BTreeSet<(&str, Option<u64>, Option<&str>)> = BTreeSet::new();

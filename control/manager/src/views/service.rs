@@ -304,6 +304,8 @@ mod tests {
                 },
                 spec_version: 1,
                 created_at: 100,
+                networks: vec![],
+                restarts: 0,
             },
             name: format!("web.{slot}"),
             command: vec!["shoal".into(), "whoami".into()],
