@@ -140,7 +140,12 @@ fn default_root() -> Result<PathBuf, String> {
     for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
         let base = Path::new(base);
         if base.join("cgroup.controllers").exists() {
-            return Ok(base.join(own.trim_start_matches('/')));
+            let own = own.trim_matches('/');
+            return Ok(if own.is_empty() {
+                base.to_path_buf()
+            } else {
+                base.join(own)
+            });
         }
     }
     Err("no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified".into())

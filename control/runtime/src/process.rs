@@ -198,7 +198,9 @@ fn check_spec(spec: &TaskSpec) -> Result<(), RuntimeError> {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(invalid(
                 "env",
-                &format!("{k:?} is not a valid variable (no '=' or NUL in names, no NUL in values)"),
+                &format!(
+                    "{k:?} is not a valid variable (no '=' or NUL in names, no NUL in values)"
+                ),
             ));
         }
     }
@@ -391,17 +393,15 @@ impl Runtime for ProcessRuntime {
         } else {
             &spec.name
         };
-        let netns = sandbox::new_netns()
-            .map_err(|e| RuntimeError::step(name, e.step, e.source))?;
+        let netns = sandbox::new_netns().map_err(|e| RuntimeError::step(name, e.step, e.source))?;
         let netns_path = PathBuf::from(format!(
             "/proc/{}/fd/{}",
             std::process::id(),
             netns.as_raw_fd()
         ));
         let resolv = self.run_dir.join(format!("{}.resolv.conf", spec.id));
-        fs::write(&resolv, &spec.resolv_conf).map_err(|e| {
-            RuntimeError::step(name, format!("write {}", resolv.display()), e)
-        })?;
+        fs::write(&resolv, &spec.resolv_conf)
+            .map_err(|e| RuntimeError::step(name, format!("write {}", resolv.display()), e))?;
         tracing::debug!(task = %name, netns = %netns_path.display(), "task prepared");
         tasks.insert(
             spec.id.clone(),
@@ -455,14 +455,18 @@ impl Runtime for ProcessRuntime {
                         Err(e) => warnings.push(format!(
                             "task not placed in cgroup {}: {e}{}",
                             dir.display(),
-                            if task.spec.limits.any() { "; limits not applied" } else { "" }
+                            if task.spec.limits.any() {
+                                "; limits not applied"
+                            } else {
+                                ""
+                            }
                         )),
                     }
                     task.cgroup = Some(dir);
                 }
-                Err(e) if task.spec.limits.any() => {
-                    warnings.push(format!("limits not applied: cannot create the task's cgroup: {e}"))
-                }
+                Err(e) if task.spec.limits.any() => warnings.push(format!(
+                    "limits not applied: cannot create the task's cgroup: {e}"
+                )),
                 Err(_) => {}
             },
             Err(reason) if task.spec.limits.any() => {
@@ -504,7 +508,10 @@ impl Runtime for ProcessRuntime {
                     let _ = cgroup::remove(&dir, Duration::from_secs(1));
                 }
                 let step = if e.step == "execute the command" {
-                    format!("start the command: exec {:?}", program.display().to_string())
+                    format!(
+                        "start the command: exec {:?}",
+                        program.display().to_string()
+                    )
                 } else {
                     format!("start the command: {}", e.step)
                 };

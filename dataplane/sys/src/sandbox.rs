@@ -276,9 +276,14 @@ mod tests {
         assert!(theirs.to_string_lossy().starts_with("net:["), "{theirs:?}");
         assert_ne!(ours, theirs);
         // Our own thread was not moved.
-        assert_eq!(ours, std::fs::read_link("/proc/thread-self/ns/net").unwrap());
+        assert_eq!(
+            ours,
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap()
+        );
         drop(fd);
-        assert!(std::fs::read_link(&path).map(|l| l != theirs).unwrap_or(true));
+        assert!(std::fs::read_link(&path)
+            .map(|l| l != theirs)
+            .unwrap_or(true));
     }
 
     #[test]
