@@ -118,15 +118,19 @@ pub trait Runtime: Send + Sync + 'static {
     fn prepare(&self, spec: &TaskSpec) -> Result<PathBuf, RuntimeError>;
     /// Starts the prepared task's command in its sandbox; returns its pid.
     fn start(&self, id: &str) -> Result<u32, RuntimeError>;
-    /// The exit, once the process ended (non-blocking; reaps it).
+    /// The exit, once the process ended (non-blocking; reaps it). A task
+    /// that was never started is an error ([`RuntimeError::NotStarted`]).
     fn try_wait(&self, id: &str) -> Result<Option<TaskExit>, RuntimeError>;
     /// SIGTERM to the task's process group, SIGKILL after `grace`; returns the
-    /// exit. Stopping a task that already exited returns its exit.
+    /// exit. Stopping a task that already exited returns its exit; one that
+    /// was never started is [`RuntimeError::NotStarted`] (just `remove` it).
     fn stop(&self, id: &str, grace: Duration) -> Result<TaskExit, RuntimeError>;
     /// Frees the sandbox (namespace, cgroup, resolv.conf file), killing the
     /// process if it still runs; the log stays until [`Runtime::remove_logs`].
+    /// Removing an id the runtime does not hold succeeds, so retries are safe.
     fn remove(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Deletes the task's log files (after [`Runtime::remove`]).
+    /// Deletes the task's log files; refused ([`RuntimeError::StillHeld`])
+    /// until the task was removed.
     fn remove_logs(&self, id: &str) -> Result<(), RuntimeError>;
     /// Log lines from cursor `since` (0 = the oldest kept), at most `max`.
     fn logs(&self, id: &str, since: u64, max: usize) -> Result<LogChunk, RuntimeError>;

@@ -573,7 +573,6 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    /// Removing an id the runtime does not hold succeeds, so retries are safe.
     fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         validate_id(id)?;
         let Some(task) = self.tasks().remove(id) else {
