@@ -7,6 +7,7 @@
 #[path = "../common/http.rs"]
 mod http;
 mod lifecycle;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -202,6 +202,20 @@ pub enum ServiceCommand {
         #[arg(required = true, value_name = "SERVICE=REPLICAS", value_parser = parse_scale)]
         pairs: Vec<(String, u64)>,
     },
+    /// Show what a service's tasks wrote to stdout and stderr.
+    Logs {
+        /// Keep printing new lines as they come (stop with Ctrl-C).
+        #[arg(long, short)]
+        follow: bool,
+        /// Print only the lines, without the task and node prefix.
+        #[arg(long)]
+        raw: bool,
+        /// Show timestamps.
+        #[arg(long, short)]
+        timestamps: bool,
+        /// The service name, id or id prefix.
+        service: String,
+    },
     /// Remove services.
     #[command(visible_alias = "remove")]
     Rm {
@@ -312,6 +326,12 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
             });
             errors
         }
+        ServiceCommand::Logs {
+            follow,
+            raw,
+            timestamps,
+            service,
+        } => logs(control, &service, follow, raw, timestamps),
         ServiceCommand::Rm { services } => {
             let (_, errors) = each(&services, |key| {
                 op(control, &Op::RemoveService { key: key.into() })?;
@@ -319,6 +339,54 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
                 Ok(())
             });
             errors
+        }
+    }
+}
+
+/// How often `service logs -f` asks for new lines.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `service logs`: Docker's `web.1.<id>@node1    | line` format.
+fn logs(
+    control: &Path,
+    service: &str,
+    follow: bool,
+    raw: bool,
+    timestamps: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut since = 0;
+    loop {
+        let OpReply::Logs(lines) = op(
+            control,
+            &Op::Logs {
+                service: service.into(),
+                since,
+            },
+        )?
+        else {
+            bail!("shoald sent an unexpected answer");
+        };
+        let mut out = std::io::stdout().lock();
+        for l in &lines {
+            since = since.max(l.seq);
+            let mut text = String::new();
+            if timestamps {
+                text.push_str(&shoal_manager::views::rfc3339_nanos(l.line.time_ns));
+                text.push(' ');
+            }
+            if !raw {
+                text.push_str(&format!("{}@{}    | ", l.task, l.node));
+            }
+            text.push_str(&l.line.line);
+            writeln!(out, "{text}")?;
+        }
+        out.flush()?;
+        if lines.is_empty() && !follow {
+            return Ok(());
+        }
+        if lines.is_empty() {
+            std::thread::sleep(FOLLOW_EVERY);
         }
     }
 }

@@ -109,6 +109,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         consensus: ConsensusConfig::default(),
         settings: ClusterSettings::default(),
         min_cert_secs: min_cert_secs()?,
+        runtime: Some(Arc::new(
+            shoal_runtime::ProcessRuntime::new(args.state_dir.join("tasks"))
+                .context("cannot start the task runtime")?,
+        )),
+        attacher: None,
     }));
     // Two threads: the manager's Raft, its API and the local API must not
     // wait behind one another.

@@ -81,6 +81,7 @@ async fn follow(shared: &Arc<Shared>, reply: &HeartbeatReply) -> Result<(), Stri
     let Some(mut node) = shared.node.read().await.clone() else {
         return Ok(());
     };
+    *shared.network_keys.lock().expect("keys") = reply.network_keys.clone();
     let mut changed = false;
     if !reply.managers.is_empty() && reply.managers != node.managers {
         node.managers = reply.managers.clone();

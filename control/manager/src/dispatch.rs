@@ -246,7 +246,11 @@ mod tests {
         assert!(store.read("a", got[1].0, 10).is_empty());
         store.push("a", line("t1", "three"));
         store.push("a", line("t1", "four"));
-        let got: Vec<String> = store.read("a", 0, 10).into_iter().map(|l| l.1.line).collect();
+        let got: Vec<String> = store
+            .read("a", 0, 10)
+            .into_iter()
+            .map(|l| l.1.line)
+            .collect();
         assert_eq!(got, ["two", "three", "four"]);
         assert_eq!(store.read("a", 0, 1).len(), 1);
     }

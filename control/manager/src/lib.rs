@@ -19,3 +19,4 @@ pub mod state;
 pub mod swarm;
 mod tls;
 pub mod views;
+pub mod worker;

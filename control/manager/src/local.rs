@@ -100,9 +100,9 @@ async fn op(
         | Op::Leave { .. }
         | Op::Assignments { .. }
         | Op::ReportTasks { .. }
-        | Op::PushLogs { .. } => Err(ApiError(
-            OpError::Invalid("this op is for nodes talking to managers, not for the CLI".into()),
-        )),
+        | Op::PushLogs { .. } => Err(ApiError(OpError::Invalid(
+            "this op is for nodes talking to managers, not for the CLI".into(),
+        ))),
         op => Ok(Json(swarm.op(op).await?)),
     }
 }

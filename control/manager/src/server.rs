@@ -52,7 +52,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/renew", post(renew))
         .route("/v1/assignments", post(assignments))
         .route("/v1/task-status", post(task_status))
-        .route("/v1/logs", post(push_logs).layer(DefaultBodyLimit::max(LOG_BATCH_LIMIT)))
+        .route(
+            "/v1/logs",
+            post(push_logs).layer(DefaultBodyLimit::max(LOG_BATCH_LIMIT)),
+        )
         .route("/v1/op", post(op))
         .route("/raft/append", post(raft_append).layer(raft_limit))
         .route("/raft/vote", post(raft_vote))

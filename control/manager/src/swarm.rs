@@ -54,7 +54,7 @@ const LOG_LINES: usize = 100_000;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Node-level settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SwarmConfig {
     /// Where the identity and the Raft store live.
     pub state_dir: PathBuf,
@@ -68,6 +68,26 @@ pub struct SwarmConfig {
     /// ([`MIN_CERT_SECS`]). Only tests lower it (shoald reads the test-only
     /// `SHOAL_TEST_MIN_CERT_SECS`), to watch certificates renew in seconds.
     pub min_cert_secs: u64,
+    /// Runs this node's tasks (`None`: the node runs none, e.g. in tests of
+    /// the manager alone).
+    pub runtime: Option<Arc<dyn shoal_runtime::Runtime>>,
+    /// Attaches tasks to overlay networks (`None`: tasks with networks fail
+    /// to start, saying so).
+    pub attacher: Option<Arc<dyn crate::worker::NetworkAttacher>>,
+}
+
+impl std::fmt::Debug for SwarmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmConfig")
+            .field("state_dir", &self.state_dir)
+            .field("hostname", &self.hostname)
+            .field("consensus", &self.consensus)
+            .field("settings", &self.settings)
+            .field("min_cert_secs", &self.min_cert_secs)
+            .field("runtime", &self.runtime.is_some())
+            .field("attacher", &self.attacher.is_some())
+            .finish()
+    }
 }
 
 /// Docker's minimum node certificate lifetime: one hour.
@@ -234,6 +254,8 @@ pub(crate) struct Shared {
     reconciling: Mutex<()>,
     /// Leader only: the recent output of tasks, for `service logs`.
     pub(crate) logs: StdMutex<crate::dispatch::LogStore>,
+    /// The network keys from the last heartbeat, for the data plane.
+    pub(crate) network_keys: StdMutex<Vec<ClusterKey>>,
 }
 
 /// A node's membership in a swarm.
@@ -331,6 +353,7 @@ impl Swarm {
                 allocating: Mutex::new(()),
                 reconciling: Mutex::new(()),
                 logs: StdMutex::new(crate::dispatch::LogStore::new(LOG_LINES)),
+                network_keys: StdMutex::new(Vec::new()),
             }),
             lifecycle: Mutex::new(()),
             agent: StdMutex::new(None),
@@ -739,7 +762,11 @@ impl Swarm {
 
     fn start_agent(&self) {
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(crate::agent::run(self.shared.clone(), rx));
+        let (a, w) = (self.shared.clone(), self.shared.clone());
+        let rx2 = rx.clone();
+        let task = tokio::spawn(async move {
+            tokio::join!(crate::agent::run(a, rx), crate::worker::run(w, rx2));
+        });
         if let Some((old, _)) = self.agent.lock().expect("agent lock").replace((stop, task)) {
             let _ = old.send(true);
         }

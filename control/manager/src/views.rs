@@ -386,6 +386,13 @@ pub fn render_secret_ls(secrets: &[SecretView], now: u64) -> String {
     columns(&rows)
 }
 
+/// Unix nanoseconds as RFC 3339 in UTC with nanoseconds, as `docker
+/// service logs --timestamps` prints them.
+pub fn rfc3339_nanos(ns: u64) -> String {
+    let secs = rfc3339(ns / 1_000_000_000);
+    format!("{}.{:09}Z", secs.trim_end_matches('Z'), ns % 1_000_000_000)
+}
+
 /// Unix seconds as RFC 3339 in UTC, the way Docker prints times.
 pub fn rfc3339(secs: u64) -> String {
     let t = i64::try_from(secs)

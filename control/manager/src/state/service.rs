@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::task::TaskNetwork;
 use super::constraint::Constraint;
+use super::task::TaskNetwork;
 use super::{ClusterState, NodeId, Refusal, Timestamp};
 
 /// A task id: 25 lower-case base-36 characters.

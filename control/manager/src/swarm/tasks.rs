@@ -65,10 +65,8 @@ impl Shared {
                 Ok(OpReply::Done)
             }
             Op::Logs { service, since } => {
-                let (found, _) = read_linear(raft, |s| {
-                    s.find_service(&service).map(|sv| sv.id.clone())
-                })
-                .await?;
+                let (found, _) =
+                    read_linear(raft, |s| s.find_service(&service).map(|sv| sv.id.clone())).await?;
                 let id = found.map_err(OpError::NotFound)?;
                 let lines = self
                     .logs

@@ -1,0 +1,243 @@
+//! Tasks run for real: the node agents start services' processes, report
+//! them running, replace the ones that die, and move them off a node whose
+//! daemon stopped.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::Swarm;
+
+/// The tasks of `service` as node `via` reports them.
+fn tasks(s: &Swarm, via: usize, service: &str) -> Result<Vec<Value>> {
+    let (code, v) = s.op(
+        via,
+        &json!({"op": "tasks", "service": service, "node": null}),
+    )?;
+    if code != 200 {
+        bail!("service ps {service}: HTTP {code}: {v}");
+    }
+    Ok(v["value"].as_array().context("no tasks")?.clone())
+}
+
+/// Node hostname of each running task that is wanted running.
+fn running(s: &Swarm, via: usize, service: &str) -> Result<Vec<String>> {
+    Ok(tasks(s, via, service)?
+        .iter()
+        .filter(|t| {
+            t["task"]["desired_state"] == "running" && t["task"]["status"]["state"] == "running"
+        })
+        .map(|t| t["node"].as_str().unwrap_or("").to_string())
+        .collect())
+}
+
+/// The pids of processes whose environment names task `name` (`web.1.<id>`).
+fn pids_of_task(name: &str) -> Vec<u32> {
+    let needle = format!("SHOAL_TASK_NAME={name}");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn full_name(t: &Value) -> String {
+    format!(
+        "{}.{}",
+        t["name"].as_str().unwrap_or(""),
+        t["task"]["id"].as_str().unwrap_or("")
+    )
+}
+
+/// The done-when of the services issue: 3 replicas land one per node and
+/// run (3/3); a killed process is replaced and its task shows the exit code;
+/// a node whose daemon stops has its task running elsewhere within 10 s.
+#[test]
+fn tasks_run_are_replaced_when_killed_and_leave_a_dead_node() {
+    let mut s = Swarm::new(3).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--restart-delay",
+            "1s",
+            "--",
+            "sleep",
+            "3000",
+        ],
+    );
+    s.wait_for(Duration::from_secs(20), "3 running tasks", || {
+        Ok(running(&s, 0, "web")?.len() == 3)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let mut nodes = running(&s, 0, "web").unwrap();
+    nodes.sort();
+    assert_eq!(nodes, ["node0", "node1", "node2"]);
+    let ls = s.shoal_ok(0, &["service", "ls"]);
+    let row = ls.lines().find(|l| l.contains(" web ")).expect("web row");
+    assert!(row.contains(" 3/3 "), "{ls}");
+    // Each task is a real process, with its own hostname and resolv.conf.
+    let all = tasks(&s, 0, "web").unwrap();
+    for t in &all {
+        let pids = pids_of_task(&full_name(t));
+        assert_eq!(
+            pids.len(),
+            1,
+            "task {} has processes {pids:?}",
+            full_name(t)
+        );
+    }
+
+    // Kill slot 1's process: a replacement runs, and the dead one is listed
+    // as failed with the exit code.
+    let slot1 = all
+        .iter()
+        .find(|t| t["task"]["slot"] == 1)
+        .expect("slot 1")
+        .clone();
+    let pid = pids_of_task(&full_name(&slot1))[0];
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    s.wait_for(Duration::from_secs(20), "slot 1 replaced", || {
+        let ts = tasks(&s, 0, "web")?;
+        let failed = ts.iter().any(|t| {
+            t["task"]["id"] == slot1["task"]["id"]
+                && t["task"]["status"]["state"] == "failed"
+                && t["task"]["status"]["exit_code"] == 137
+        });
+        let replaced = ts.iter().any(|t| {
+            t["task"]["slot"] == 1
+                && t["task"]["id"] != slot1["task"]["id"]
+                && t["task"]["status"]["state"] == "running"
+        });
+        Ok(failed && replaced)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let ps = s.shoal_ok(0, &["service", "ps", "web"]);
+    assert!(ps.contains("\"task: non-zero exit (137)\""), "{ps}");
+    assert!(ps.contains(r" \_ web.1 "), "{ps}");
+
+    // Stop node 2's daemon: its task dies with it and runs elsewhere soon.
+    let on2: Vec<String> = tasks(&s, 0, "web")
+        .unwrap()
+        .iter()
+        .filter(|t| t["node"] == "node2" && t["task"]["desired_state"] == "running")
+        .map(full_name)
+        .collect();
+    assert_eq!(on2.len(), 1, "{on2:?}");
+    let stopped = Instant::now();
+    s.kill(2);
+    s.wait_for(Duration::from_secs(10), "3 running tasks off node2", || {
+        let r = running(&s, 0, "web")?;
+        Ok(r.len() == 3 && !r.iter().any(|n| n == "node2"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    println!(
+        "node2's task ran elsewhere {:.2} s after its daemon was killed",
+        stopped.elapsed().as_secs_f64()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids_of_task(&on2[0]).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        pids_of_task(&on2[0]).is_empty(),
+        "the task of the dead daemon still runs"
+    );
+    let per_node: BTreeMap<String, usize> =
+        running(&s, 0, "web")
+            .unwrap()
+            .into_iter()
+            .fold(BTreeMap::new(), |mut m, n| {
+                *m.entry(n).or_default() += 1;
+                m
+            });
+    assert_eq!(per_node.values().sum::<usize>(), 3, "{per_node:?}");
+}
+
+/// Placeholders in the environment, the task's own hostname and resolver,
+/// output in `service logs`, and a task that ends with 0 under
+/// `--restart-condition none` stays complete.
+#[test]
+fn task_environment_hostname_and_logs() {
+    let s = Swarm::new(2).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "hello",
+            "--replicas",
+            "2",
+            "--restart-condition",
+            "none",
+            "-e",
+            "GREETING=hi-{{.Task.Slot}}-{{.Service.Name}}@{{.Node.Hostname}}",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$GREETING host=$(hostname)\"; grep nameserver /etc/resolv.conf; echo oops >&2",
+        ],
+    );
+    s.wait_for(Duration::from_secs(20), "2 complete tasks", || {
+        let ts = tasks(&s, 0, "hello")?;
+        Ok(ts.len() == 2
+            && ts
+                .iter()
+                .all(|t| t["task"]["status"]["state"] == "complete"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let mut out = String::new();
+    s.wait_for(Duration::from_secs(10), "6 log lines", || {
+        out = s.shoal_ok(0, &["service", "logs", "hello"]);
+        Ok(out.lines().count() == 6)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{out}"));
+    let ts = tasks(&s, 0, "hello").unwrap();
+    for t in &ts {
+        let slot = t["task"]["slot"].as_u64().unwrap();
+        let node = t["node"].as_str().unwrap();
+        let id = t["task"]["id"].as_str().unwrap();
+        let prefix = format!("{}@{node}    | ", full_name(t));
+        assert!(
+            out.contains(&format!(
+                "{prefix}hi-{slot}-hello@{node} host={}",
+                &id[..12]
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{prefix}nameserver 127.0.0.11")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{prefix}oops")), "{out}");
+    }
+    // Nothing restarts: the tasks stay complete, and no third one appears.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(tasks(&s, 0, "hello").unwrap().len(), 2);
+    let raw = s.shoal_ok(0, &["service", "logs", "--raw", "hello"]);
+    assert_eq!(raw.lines().filter(|l| *l == "oops").count(), 2, "{raw}");
+    let err = s.shoal_err(0, &["service", "logs", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
+}
