@@ -861,3 +861,4 @@ proptest! {
 }
 
 mod services;
+mod tasks;

@@ -1,0 +1,363 @@
+//! Node reports, the restart policy, task addresses and assignments.
+
+use super::*;
+use crate::dispatch::assignments;
+use crate::state::orchestrator::reconcile;
+use crate::state::service::{RestartCondition, TaskStatus};
+use crate::state::TaskUpdate;
+
+const W1: &str = "w1aaaaaaaaaaaaaaaaaaaaaaa";
+const W2: &str = "w2aaaaaaaaaaaaaaaaaaaaaaa";
+
+fn cluster() -> ClusterState {
+    let mut s = init();
+    join(&mut s, W1, "wrk1", Role::Worker);
+    join(&mut s, W2, "wrk2", Role::Worker);
+    // Distinct underlay addresses, so assignments can tell nodes apart.
+    s.nodes.get_mut(W1).unwrap().addr = "10.99.0.12".parse().unwrap();
+    s.nodes.get_mut(W2).unwrap().addr = "10.99.0.13".parse().unwrap();
+    s
+}
+
+/// Runs the orchestrator at time `now` until it has nothing left to do.
+fn converge_at(s: &mut ClusterState, now: Timestamp) {
+    let mut n = s.tasks.len() + 100;
+    for _ in 0..6 {
+        let mut ids = || {
+            n += 1;
+            format!("t{n:04}")
+        };
+        match reconcile(s, now, &mut ids) {
+            None => return,
+            Some(cmd) => s.apply(&cmd).into_result().unwrap(),
+        }
+    }
+    panic!("the orchestrator did not converge");
+}
+
+fn service(s: &mut ClusterState, spec: ServiceSpec, id: &str) {
+    let service = s.plan_service(&spec, id.into(), 200).unwrap();
+    s.apply(&Command::CreateService {
+        service: Box::new(service),
+    })
+    .into_result()
+    .unwrap();
+}
+
+fn web(replicas: u64, networks: Vec<String>) -> ServiceSpec {
+    ServiceSpec {
+        name: "web".into(),
+        mode: ServiceMode::Replicated { replicas },
+        command: vec!["sleep".into(), "1000".into()],
+        networks,
+        ..Default::default()
+    }
+}
+
+fn report(
+    s: &mut ClusterState,
+    task: &Task,
+    state: TaskState,
+    code: Option<i32>,
+    at: u64,
+) -> Outcome {
+    let node = task.node_id.clone().expect("placed");
+    s.apply(&Command::UpdateTaskStatus {
+        node,
+        updates: vec![TaskUpdate {
+            task_id: task.id.clone(),
+            status: TaskStatus {
+                state,
+                message: String::new(),
+                err: None,
+                exit_code: code,
+                timestamp: at,
+            },
+        }],
+    })
+}
+
+fn slot_tasks(s: &ClusterState, slot: u64) -> Vec<Task> {
+    s.tasks
+        .values()
+        .filter(|t| t.slot == Some(slot))
+        .cloned()
+        .collect()
+}
+
+fn live_in_slot(s: &ClusterState, slot: u64) -> Task {
+    let live: Vec<Task> = slot_tasks(s, slot)
+        .into_iter()
+        .filter(|t| t.is_live())
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    live[0].clone()
+}
+
+#[test]
+fn nodes_report_only_their_tasks_and_only_forward() {
+    let mut s = cluster();
+    service(&mut s, web(3, vec![]), "svc1");
+    converge_at(&mut s, 300);
+    let t = live_in_slot(&s, 1);
+    assert!(report(&mut s, &t, TaskState::Running, None, 301)
+        .refused
+        .is_none());
+    assert_eq!(s.tasks[&t.id].status.state, TaskState::Running);
+    // An older report that arrives late changes nothing.
+    assert!(report(&mut s, &t, TaskState::Starting, None, 302)
+        .refused
+        .is_none());
+    assert_eq!(s.tasks[&t.id].status.state, TaskState::Running);
+    // Another node may not report on it.
+    let other = s
+        .nodes
+        .keys()
+        .find(|n| Some(*n) != t.node_id.as_ref())
+        .unwrap()
+        .clone();
+    let before = s.clone();
+    let out = s.apply(&Command::UpdateTaskStatus {
+        node: other.clone(),
+        updates: vec![TaskUpdate {
+            task_id: t.id.clone(),
+            status: TaskStatus {
+                state: TaskState::Failed,
+                ..Default::default()
+            },
+        }],
+    });
+    assert_eq!(
+        out.refused,
+        Some(Refusal::NotYourTask {
+            node: other,
+            task: t.id.clone()
+        })
+    );
+    assert_eq!(s, before);
+    // Nodes do not report manager states.
+    let out = report(&mut s, &t, TaskState::Pending, None, 303);
+    assert!(
+        matches!(out.refused, Some(Refusal::BadTaskState(_))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn failed_tasks_restart_after_the_delay_up_to_the_attempts() {
+    let mut s = cluster();
+    let mut spec = web(1, vec![]);
+    spec.restart.delay_ns = 5_000_000_000;
+    spec.restart.max_attempts = 2;
+    service(&mut s, spec, "svc1");
+    converge_at(&mut s, 300);
+    let first = live_in_slot(&s, 1);
+    report(&mut s, &first, TaskState::Running, None, 301);
+    report(&mut s, &first, TaskState::Failed, Some(137), 310);
+    // Within the delay nothing happens.
+    converge_at(&mut s, 314);
+    assert_eq!(slot_tasks(&s, 1).len(), 1);
+    assert_eq!(live_in_slot(&s, 1).id, first.id);
+    // After it, a replacement with one attempt behind it; the failed task
+    // is history with its exit code.
+    converge_at(&mut s, 315);
+    let second = live_in_slot(&s, 1);
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.restarts, 1);
+    assert_eq!(second.status.state, TaskState::Assigned);
+    let old = &s.tasks[&first.id];
+    assert_eq!(old.desired_state, TaskState::Shutdown);
+    assert_eq!(old.status.exit_code, Some(137));
+    // Second failure: one more attempt; the third failure is the last.
+    report(&mut s, &second, TaskState::Failed, Some(1), 320);
+    converge_at(&mut s, 330);
+    let third = live_in_slot(&s, 1);
+    assert_eq!(third.restarts, 2);
+    report(&mut s, &third, TaskState::Failed, Some(1), 331);
+    converge_at(&mut s, 400);
+    assert_eq!(s.tasks[&third.id].desired_state, TaskState::Complete);
+    assert!(slot_tasks(&s, 1).iter().all(|t| !t.is_live()));
+    assert!(reconcile(&s, 500, &mut || "x".into()).is_none(), "it rests");
+}
+
+#[test]
+fn completed_tasks_rest_under_on_failure_and_none_but_restart_under_any() {
+    for (condition, exit, restarts) in [
+        (RestartCondition::OnFailure, TaskState::Complete, false),
+        (RestartCondition::OnFailure, TaskState::Failed, true),
+        (RestartCondition::None, TaskState::Failed, false),
+        (RestartCondition::Any, TaskState::Complete, true),
+    ] {
+        let mut s = cluster();
+        let mut spec = web(1, vec![]);
+        spec.restart.condition = condition;
+        spec.restart.delay_ns = 0;
+        service(&mut s, spec, "svc1");
+        converge_at(&mut s, 300);
+        let t = live_in_slot(&s, 1);
+        report(&mut s, &t, exit, Some(0), 301);
+        converge_at(&mut s, 302);
+        let tasks = slot_tasks(&s, 1);
+        assert_eq!(
+            tasks.len(),
+            1 + usize::from(restarts),
+            "{condition:?} {exit:?}"
+        );
+        if !restarts {
+            assert_eq!(s.tasks[&t.id].desired_state, TaskState::Complete);
+        }
+    }
+}
+
+#[test]
+fn tasks_get_distinct_addresses_and_free_them_when_they_end() {
+    let mut s = cluster();
+    let net = s
+        .plan_network(
+            &NetworkSpec {
+                name: "backend".into(),
+                driver: "overlay".into(),
+                ..Default::default()
+            },
+            "net0000000000000000000000".into(),
+            100,
+        )
+        .unwrap();
+    s.apply(&Command::CreateNetwork {
+        network: Box::new(net.clone()),
+    })
+    .into_result()
+    .unwrap();
+    let mut spec = web(3, vec!["backend".into()]);
+    spec.restart.delay_ns = 0;
+    service(&mut s, spec, "svc1");
+    converge_at(&mut s, 300);
+    let mut ips: Vec<_> = s
+        .tasks
+        .values()
+        .map(|t| {
+            assert_eq!(t.networks.len(), 1);
+            assert_eq!(t.networks[0].network_id, net.id);
+            t.networks[0].ip
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3);
+    assert!(!ips.contains(&net.gateway));
+    assert!(ips.iter().all(|ip| net.subnet.contains(ip)));
+
+    // A task asked to stop keeps its address until its node says it stopped.
+    let t = live_in_slot(&s, 1);
+    report(&mut s, &t, TaskState::Running, None, 301);
+    let mut stopping = s.tasks[&t.id].clone();
+    stopping.desired_state = TaskState::Shutdown;
+    s.tasks.insert(stopping.id.clone(), stopping.clone());
+    converge_at(&mut s, 302);
+    let replacement = live_in_slot(&s, 1);
+    assert_ne!(replacement.networks[0].ip, t.networks[0].ip);
+    // Once ended, it is free again.
+    report(&mut s, &t, TaskState::Shutdown, Some(143), 303);
+    assert!(!s.addresses_in_use(&net).contains(&t.networks[0].ip));
+
+    // Each node's assignments list its tasks and the others' addresses.
+    let a = assignments(&s, W1);
+    let mine: Vec<&Task> = s
+        .tasks
+        .values()
+        .filter(|t| t.node_id.as_deref() == Some(W1) && t.holds_addresses())
+        .collect();
+    assert_eq!(a.tasks.len(), mine.len());
+    assert_eq!(a.networks.len(), 1);
+    let remotes = &a.networks[0].remotes;
+    let others = s
+        .tasks
+        .values()
+        .filter(|t| t.node_id.as_deref() != Some(W1) && t.holds_addresses())
+        .count();
+    assert_eq!(remotes.len(), others);
+    assert!(remotes.iter().all(|r| r.node != s.nodes[W1].addr));
+    assert!(!a.networks[0].peers().contains(&s.nodes[W1].addr));
+}
+
+#[test]
+fn removed_tasks_go_once_stopped_and_tasks_of_departed_nodes_are_orphaned() {
+    let mut s = cluster();
+    service(&mut s, web(3, vec![]), "svc1");
+    converge_at(&mut s, 300);
+    for t in s.tasks.clone().values() {
+        report(&mut s, t, TaskState::Running, None, 301);
+    }
+    // Scale down: slot 3 is asked to go, and goes once its node says so.
+    let mut spec = s.services["svc1"].spec.clone();
+    spec.mode = ServiceMode::Replicated { replicas: 2 };
+    s.apply(&Command::UpdateService {
+        id: "svc1".into(),
+        spec: Box::new(spec),
+        at: 302,
+    })
+    .into_result()
+    .unwrap();
+    converge_at(&mut s, 302);
+    let t3 = live_or_removing(&s, 3);
+    assert_eq!(t3.desired_state, TaskState::Remove);
+    report(&mut s, &t3, TaskState::Shutdown, Some(143), 303);
+    converge_at(&mut s, 304);
+    assert!(!s.tasks.contains_key(&t3.id));
+
+    // A node removed while its task may run: the task is orphaned.
+    let on_w2: Vec<Task> = s
+        .tasks
+        .values()
+        .filter(|t| t.node_id.as_deref() == Some(W2) && t.is_live())
+        .cloned()
+        .collect();
+    s.apply(&Command::RemoveNode {
+        id: W2.into(),
+        force: true,
+    })
+    .into_result()
+    .unwrap();
+    converge_at(&mut s, 305);
+    for t in on_w2 {
+        if let Some(now) = s.tasks.get(&t.id) {
+            assert_eq!(now.status.state, TaskState::Orphaned, "{now:?}");
+            assert!(!now.holds_addresses());
+        }
+    }
+    assert_eq!(
+        s.tasks
+            .values()
+            .filter(|t| t.is_live() && t.node_id.is_some())
+            .count(),
+        2
+    );
+}
+
+fn live_or_removing(s: &ClusterState, slot: u64) -> Task {
+    slot_tasks(s, slot)
+        .into_iter()
+        .find(|t| t.desired_state <= TaskState::Remove && !t.status.state.is_terminal())
+        .expect("a task in the slot")
+}
+
+#[test]
+fn a_plan_from_an_older_copy_does_not_undo_a_report() {
+    let mut s = cluster();
+    service(&mut s, web(1, vec![]), "svc1");
+    converge_at(&mut s, 300);
+    let t = live_in_slot(&s, 1);
+    // The orchestrator's copy says assigned; the node then reports running.
+    let mut planned = t.clone();
+    planned.desired_state = TaskState::Shutdown;
+    report(&mut s, &t, TaskState::Running, None, 301);
+    s.apply(&Command::SetTasks {
+        tasks: vec![planned],
+        removed: vec![],
+    })
+    .into_result()
+    .unwrap();
+    let now = &s.tasks[&t.id];
+    assert_eq!(now.status.state, TaskState::Running);
+    assert_eq!(now.desired_state, TaskState::Shutdown);
+}
