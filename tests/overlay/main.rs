@@ -5,6 +5,7 @@
 
 mod attacks;
 mod cluster;
+mod dynamic;
 #[path = "../common/http.rs"]
 mod http;
 mod interop;

@@ -5,6 +5,11 @@
 //! |---|---|---|
 //! | GET | `/metrics` | Prometheus text: drops per reason, frame counters |
 //! | GET | `/v1/dataplane` | JSON: networks, their endpoints, counters |
+//! | POST | `/v1/networks` | add a network (JSON as a `[[networks]]` entry of the file); idempotent |
+//! | DELETE | `/v1/networks/{name}` | remove a network (409 while local endpoints are attached) |
+//! | PUT | `/v1/networks/{name}/peers` | replace the peer nodes: `{"peers": ["10.99.0.12"]}` |
+//! | POST | `/v1/endpoints` | create a local endpoint (JSON as an `[[endpoints]]` entry) |
+//! | DELETE | `/v1/endpoints/{network}/{ip}` | remove a local endpoint; its TAP device goes |
 //! | PUT | `/v1/networks/{name}/keys` | replace an encrypted network's key ring |
 //! | POST | `/v1/networks/{name}/remotes` | add or move a remote endpoint |
 //! | DELETE | `/v1/networks/{name}/remotes/{mac}` | remove a remote endpoint |
@@ -13,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -25,7 +30,7 @@ use shoal_overlay::counters::DropReason;
 use shoal_overlay::mac::MacAddr;
 use shoal_overlay::switch::Location;
 
-use crate::file::{key_ring, KeySection};
+use crate::file::{key_ring, EndpointSection, KeySection, NetworkSection};
 
 /// The API's view of the daemon.
 pub type AppState = Arc<DataPlane>;
@@ -38,6 +43,11 @@ pub fn router(dp: Option<AppState>, swarm: Arc<shoal_manager::swarm::Swarm>) -> 
         Some(dp) => Router::new()
             .route("/metrics", get(metrics))
             .route("/v1/dataplane", get(status))
+            .route("/v1/networks", post(add_network))
+            .route("/v1/networks/{name}", delete(remove_network))
+            .route("/v1/networks/{name}/peers", put(set_peers))
+            .route("/v1/endpoints", post(add_endpoint))
+            .route("/v1/endpoints/{network}/{ip}", delete(remove_endpoint))
             .route("/v1/networks/{name}/keys", put(set_keys))
             .route("/v1/networks/{name}/remotes", post(upsert_remote))
             .route("/v1/networks/{name}/remotes/{mac}", delete(remove_remote))
@@ -67,9 +77,30 @@ impl From<DataPlaneError> for ApiError {
     fn from(e: DataPlaneError) -> Self {
         let status = match e {
             DataPlaneError::UnknownNetwork(_) => StatusCode::NOT_FOUND,
+            DataPlaneError::NetworkClash { .. }
+            | DataPlaneError::NetworkInUse { .. }
+            | DataPlaneError::EndpointExists { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
+    }
+}
+
+/// A JSON body whose every rejection (not JSON, wrong shape, unknown field,
+/// no content type) is a 400 naming the problem, in the API's error shape.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(body)) => Ok(Body(body)),
+            Err(rejection) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {}", rejection.body_text()),
+            )),
+        }
     }
 }
 
@@ -245,6 +276,88 @@ async fn remove_remote(
         Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no endpoint with MAC {mac} on network {name:?}"),
+        ))
+    }
+}
+
+async fn add_network(
+    State(dp): State<AppState>,
+    Body(body): Body<NetworkSection>,
+) -> Result<StatusCode, ApiError> {
+    let net = crate::file::network(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    let name = net.name.clone();
+    dp.add_network(net)?;
+    tracing::debug!(network = %name, "network added through the API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_network(
+    State(dp): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if dp.remove_network(&name)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no network named {name:?} on this node"),
+        ))
+    }
+}
+
+/// Body of `PUT /v1/networks/{name}/peers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersBody {
+    peers: Vec<IpAddr>,
+}
+
+async fn set_peers(
+    State(dp): State<AppState>,
+    Path(name): Path<String>,
+    Body(body): Body<PeersBody>,
+) -> Result<StatusCode, ApiError> {
+    dp.set_peers(&name, &body.peers)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_endpoint(
+    State(dp): State<AppState>,
+    Body(body): Body<EndpointSection>,
+) -> Result<StatusCode, ApiError> {
+    let ep = crate::file::endpoint(body);
+    // Creating the TAP enters the task's namespace on a thread of its own and
+    // takes a few system calls: keep it off the runtime's threads.
+    tokio::task::spawn_blocking(move || dp.add_endpoint(ep))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_endpoint(
+    State(dp): State<AppState>,
+    Path((network, ip)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{ip:?} is not an IPv4 address"),
+        )
+    })?;
+    // Joining the endpoint's threads takes up to one poll interval.
+    let removed = {
+        let network = network.clone();
+        tokio::task::spawn_blocking(move || dp.remove_endpoint(&network, ip))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
+    };
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no local endpoint {ip} on network {network:?}"),
         ))
     }
 }

@@ -139,24 +139,33 @@ pub fn parse(text: &str) -> anyhow::Result<DataPlaneConfig> {
         config.networks.push(network(net)?);
     }
     for ep in file.endpoints {
-        let netns = if ep.netns.starts_with('/') {
-            PathBuf::from(&ep.netns)
-        } else {
-            Path::new(NETNS_RUN_DIR).join(&ep.netns)
-        };
-        config.endpoints.push(LocalEndpointConfig {
-            network: ep.network,
-            netns,
-            ifname: ep.ifname.unwrap_or_else(|| "eth0".into()),
-            ip: ep.ip,
-            mac: ep.mac.unwrap_or_else(|| MacAddr::from_ipv4(ep.ip)),
-        });
+        config.endpoints.push(endpoint(ep));
     }
     config.validate()?;
     Ok(config)
 }
 
-fn network(net: NetworkSection) -> anyhow::Result<NetworkConfig> {
+/// Converts an `[[endpoints]]` entry (also the body of `POST /v1/endpoints`):
+/// a bare namespace name is looked up under `/var/run/netns`, `ifname`
+/// defaults to `eth0` and the MAC to the one derived from the IP.
+pub fn endpoint(ep: EndpointSection) -> LocalEndpointConfig {
+    let netns = if ep.netns.starts_with('/') {
+        PathBuf::from(&ep.netns)
+    } else {
+        Path::new(NETNS_RUN_DIR).join(&ep.netns)
+    };
+    LocalEndpointConfig {
+        network: ep.network,
+        netns,
+        ifname: ep.ifname.unwrap_or_else(|| "eth0".into()),
+        ip: ep.ip,
+        mac: ep.mac.unwrap_or_else(|| MacAddr::from_ipv4(ep.ip)),
+    }
+}
+
+/// Converts a `[[networks]]` entry (also the body of `POST /v1/networks`);
+/// errors name the field.
+pub fn network(net: NetworkSection) -> anyhow::Result<NetworkConfig> {
     let field = |f: &str| format!("network[{}].{f}", net.name);
     let vni = Vni::new(net.vni).with_context(|| field("vni"))?;
     let encryption = if net.encrypted {

@@ -28,9 +28,11 @@ pub struct DataPlaneConfig {
     /// Forwarding workers: queues per TAP device and VXLAN sockets
     /// (`SO_REUSEPORT`), so flows spread over cores. 1 disables multi-queue.
     pub workers: usize,
-    /// The overlay networks this node takes part in.
+    /// The overlay networks this node takes part in at start (none is fine:
+    /// [`crate::DataPlane::add_network`] adds them later).
     pub networks: Vec<NetworkConfig>,
-    /// The endpoints (TAP devices) this node serves.
+    /// The endpoints (TAP devices) this node serves at start (none is fine:
+    /// [`crate::DataPlane::add_endpoint`] adds them later).
     pub endpoints: Vec<LocalEndpointConfig>,
 }
 
@@ -83,6 +85,57 @@ impl NetworkConfig {
         };
         underlay_mtu.saturating_sub((PLAIN_OVERHEAD + seal) as u32)
     }
+
+    /// Checks this network on its own, for a node at `node_addr` on an
+    /// underlay of `underlay_mtu` bytes (uniqueness of name and VNI is the
+    /// caller's: the config or the running data plane).
+    pub fn validate(&self, node_addr: IpAddr, underlay_mtu: u32) -> Result<(), ConfigError> {
+        let f = |x: &str| format!("network[{}].{x}", self.name);
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err(invalid("network.name", "must be 1 to 64 characters"));
+        }
+        if self.subnet.prefix_len() > 30 {
+            return Err(invalid(
+                f("subnet"),
+                format!(
+                    "{} leaves no room for endpoints (use /30 or larger)",
+                    self.subnet
+                ),
+            ));
+        }
+        if self.endpoint_mtu(underlay_mtu) < 576 {
+            return Err(invalid(
+                f("encrypted"),
+                "the underlay MTU leaves less than 576 bytes for endpoints",
+            ));
+        }
+        for peer in &self.peers {
+            if *peer == node_addr {
+                return Err(invalid(
+                    f("peers"),
+                    format!("{peer} is this node's own address"),
+                ));
+            }
+        }
+        for r in &self.remotes {
+            if !self.subnet.contains(&r.ip) {
+                return Err(invalid(
+                    f("remote"),
+                    format!("{} is outside the subnet {}", r.ip, self.subnet),
+                ));
+            }
+            if r.node == node_addr {
+                return Err(invalid(
+                    f("remote"),
+                    format!(
+                        "{} is placed on this node's own address; declare it as a local endpoint",
+                        r.ip
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An endpoint on another node.
@@ -109,6 +162,57 @@ pub struct LocalEndpointConfig {
     pub ip: Ipv4Addr,
     /// MAC address.
     pub mac: MacAddr,
+}
+
+impl LocalEndpointConfig {
+    /// Checks this endpoint against the network it attaches to (`net` must be
+    /// the network it names).
+    pub fn validate(&self, net: &NetworkConfig) -> Result<(), ConfigError> {
+        self.validate_in(&net.name, net.subnet)
+    }
+
+    /// Like [`LocalEndpointConfig::validate`], with the network given by its
+    /// name and subnet.
+    pub(crate) fn validate_in(&self, network: &str, subnet: Ipv4Net) -> Result<(), ConfigError> {
+        let f = |x: &str| format!("endpoint[{}].{x}", self.ip);
+        if !subnet.contains(&self.ip) {
+            return Err(invalid(
+                f("ip"),
+                format!(
+                    "{} is outside the subnet {} of network {:?}",
+                    self.ip, subnet, network
+                ),
+            ));
+        }
+        if self.ip == subnet.network() || self.ip == subnet.broadcast() {
+            return Err(invalid(
+                f("ip"),
+                format!(
+                    "{} is the network or broadcast address of {}",
+                    self.ip, subnet
+                ),
+            ));
+        }
+        if self.mac.is_multicast() {
+            return Err(invalid(
+                f("mac"),
+                format!(
+                    "{} is a group address; endpoints need a unicast MAC",
+                    self.mac
+                ),
+            ));
+        }
+        if self.ifname.is_empty() || self.ifname.len() > 15 || self.ifname.contains(['/', ' ']) {
+            return Err(invalid(
+                f("ifname"),
+                format!(
+                    "{:?} is not a valid interface name (1 to 15 characters, no '/' or space)",
+                    self.ifname
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A configuration that cannot work, with the field at fault.
@@ -173,103 +277,43 @@ impl DataPlaneConfig {
         let mut vnis = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
         for net in &self.networks {
-            let f = |x: &str| format!("network[{}].{x}", net.name);
-            if net.name.is_empty() || net.name.len() > 64 {
-                return Err(invalid("network.name", "must be 1 to 64 characters"));
-            }
+            net.validate(self.node_addr, self.underlay_mtu)?;
             if !names.insert(net.name.as_str()) {
-                return Err(invalid(f("name"), "two networks have this name"));
+                return Err(invalid(
+                    format!("network[{}].name", net.name),
+                    "two networks have this name",
+                ));
             }
             if !vnis.insert(net.vni) {
                 return Err(invalid(
-                    f("vni"),
+                    format!("network[{}].vni", net.name),
                     format!("VNI {} is used by another network", net.vni),
                 ));
             }
-            if net.subnet.prefix_len() > 30 {
-                return Err(invalid(
-                    f("subnet"),
-                    format!(
-                        "{} leaves no room for endpoints (use /30 or larger)",
-                        net.subnet
-                    ),
-                ));
-            }
-            if net.endpoint_mtu(self.underlay_mtu) < 576 {
-                return Err(invalid(
-                    f("encrypted"),
-                    "the underlay MTU leaves less than 576 bytes for endpoints",
-                ));
-            }
-            for peer in &net.peers {
-                if *peer == self.node_addr {
-                    return Err(invalid(
-                        f("peers"),
-                        format!("{peer} is this node's own address"),
-                    ));
-                }
-            }
-            for r in &net.remotes {
-                if !net.subnet.contains(&r.ip) {
-                    return Err(invalid(
-                        f("remote"),
-                        format!("{} is outside the subnet {}", r.ip, net.subnet),
-                    ));
-                }
-                if r.node == self.node_addr {
-                    return Err(invalid(f("remote"), format!("{} is placed on this node's own address; declare it as a local endpoint", r.ip)));
-                }
-            }
         }
         let mut ifaces = std::collections::HashSet::new();
+        let mut ips = std::collections::HashSet::new();
         for ep in &self.endpoints {
-            let f = |x: &str| format!("endpoint[{}].{x}", ep.ip);
             let Some(net) = self.network(&ep.network) else {
                 return Err(invalid(
-                    f("network"),
+                    format!("endpoint[{}].network", ep.ip),
                     format!("no network named {:?}", ep.network),
                 ));
             };
-            if !net.subnet.contains(&ep.ip) {
-                return Err(invalid(
-                    f("ip"),
-                    format!(
-                        "{} is outside the subnet {} of network {:?}",
-                        ep.ip, net.subnet, net.name
-                    ),
-                ));
-            }
-            if ep.ip == net.subnet.network() || ep.ip == net.subnet.broadcast() {
-                return Err(invalid(
-                    f("ip"),
-                    format!(
-                        "{} is the network or broadcast address of {}",
-                        ep.ip, net.subnet
-                    ),
-                ));
-            }
-            if ep.mac.is_multicast() {
-                return Err(invalid(
-                    f("mac"),
-                    format!(
-                        "{} is a group address; endpoints need a unicast MAC",
-                        ep.mac
-                    ),
-                ));
-            }
-            if ep.ifname.is_empty() || ep.ifname.len() > 15 || ep.ifname.contains(['/', ' ']) {
-                return Err(invalid(
-                    f("ifname"),
-                    format!(
-                        "{:?} is not a valid interface name (1 to 15 characters, no '/' or space)",
-                        ep.ifname
-                    ),
-                ));
-            }
+            ep.validate(net)?;
             if !ifaces.insert((ep.netns.clone(), ep.ifname.clone())) {
                 return Err(invalid(
-                    f("ifname"),
+                    format!("endpoint[{}].ifname", ep.ip),
                     format!("{} already exists in {}", ep.ifname, ep.netns.display()),
+                ));
+            }
+            if !ips.insert((ep.network.as_str(), ep.ip)) {
+                return Err(invalid(
+                    format!("endpoint[{}].ip", ep.ip),
+                    format!(
+                        "two endpoints of network {:?} have this address",
+                        ep.network
+                    ),
                 ));
             }
         }

@@ -15,11 +15,12 @@
 //! drains it without blocking ([`crate::forward`] holds the loops and the
 //! offload fast path). The decisions come from the pure core ([`Switch`],
 //! [`Sealer`], [`Opener`]); the driver only moves bytes between descriptors and
-//! counts what it drops. This module owns start-up, shutdown and the calls that
-//! change tables and keys.
+//! counts what it drops. This module owns start-up, shutdown and status;
+//! [`crate::control`] holds the calls that add and remove networks, endpoints,
+//! peers and keys while the lanes run.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,18 +28,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_overlay::counters::DropCounters;
-use shoal_overlay::keys::KeyRing;
-use shoal_overlay::mac::MacAddr;
-use shoal_overlay::seal::{Opener, RekeyPolicy, Sealer};
-use shoal_overlay::switch::{
-    EndpointId, EndpointRecord, Location, NetworkId, NetworkSpec, Switch, TableError,
-};
-use shoal_sys::tap::Tap;
+use shoal_overlay::switch::{EndpointRecord, NetworkSpec, TableError};
 use shoal_sys::udp;
 
-use crate::config::{ConfigError, DataPlaneConfig, RemoteEndpoint};
-use crate::endpoint;
+use crate::config::{ConfigError, DataPlaneConfig};
+use crate::control::Control;
 use crate::forward::{self, POLL_INTERVAL};
+use crate::tables::Tables;
 
 /// Socket buffers: room for a few GSO/GRO batches in flight.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -64,7 +60,7 @@ pub enum DataPlaneError {
     #[error("cannot create endpoint {ip} in {netns}: {reason}")]
     Endpoint {
         /// The endpoint's overlay address.
-        ip: std::net::Ipv4Addr,
+        ip: Ipv4Addr,
         /// The namespace.
         netns: String,
         /// What failed.
@@ -79,6 +75,42 @@ pub enum DataPlaneError {
     /// A thread could not be started.
     #[error("cannot start data-plane thread: {0}")]
     Thread(io::Error),
+    /// A network of that name exists with different settings.
+    #[error("network {name:?} already exists with {existing}, not {wanted}; remove it first or use another name")]
+    NetworkClash {
+        /// The network's name.
+        name: String,
+        /// The running network's setting (`VNI 4096`, `subnet 10.0.0.0/24`, ...).
+        existing: String,
+        /// The setting asked for.
+        wanted: String,
+    },
+    /// A network cannot be removed while local endpoints are attached.
+    #[error("network {name:?} still has local endpoints {}; remove them first", ips(.endpoints))]
+    NetworkInUse {
+        /// The network's name.
+        name: String,
+        /// The attached endpoints' addresses.
+        endpoints: Vec<Ipv4Addr>,
+    },
+    /// A local endpoint with that address or MAC already exists.
+    #[error("network {network:?} already has a local endpoint with {what}; remove it first")]
+    EndpointExists {
+        /// The network's name.
+        network: String,
+        /// The clashing address or MAC, e.g. `IP 10.0.0.2`.
+        what: String,
+    },
+    /// The node serves as many endpoints as it can.
+    #[error("this node already serves {0} endpoints; remove one first")]
+    TooManyEndpoints(usize),
+}
+
+fn ips(list: &[Ipv4Addr]) -> String {
+    list.iter()
+        .map(Ipv4Addr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Frame counters of one lane (drops are counted in [`DropCounters`]). Each
@@ -138,40 +170,15 @@ impl std::ops::Add for FrameCounts {
     }
 }
 
-pub(crate) struct NetCrypto {
-    /// One per lane: each lane seals its own sequence (see `shoal_overlay::seal`).
-    pub(crate) sealers: Vec<RwLock<Sealer>>,
-    pub(crate) opener: Mutex<Opener>,
-}
-
-impl NetCrypto {
-    /// The sealer of lane `w`.
-    pub(crate) fn sealer(&self, w: usize) -> &RwLock<Sealer> {
-        &self.sealers[w % self.sealers.len()]
-    }
-}
-
-impl Shared {
-    /// The socket lane `w` sends from.
-    pub(crate) fn tx(&self, w: usize) -> &UdpSocket {
-        &self.tx[w % self.tx.len()]
-    }
-
-    /// The queue of endpoint `ep` that lane `w` reads and writes.
-    pub(crate) fn tap(&self, ep: EndpointId, w: usize) -> &Tap {
-        let queues = &self.taps[ep.0 as usize];
-        &queues[w % queues.len()]
-    }
-}
-
 pub(crate) struct Shared {
     pub(crate) node_addr: IpAddr,
     pub(crate) peer_port: u16,
-    pub(crate) switch: RwLock<Switch>,
-    /// Indexed by `NetworkId`; `None` for plain networks.
-    pub(crate) crypto: Vec<Option<NetCrypto>>,
-    /// Indexed by `EndpointId`, then by queue (one per worker).
-    pub(crate) taps: Vec<Vec<Tap>>,
+    /// Lanes: TAP queues per endpoint and VXLAN sockets.
+    pub(crate) workers: usize,
+    pub(crate) underlay_mtu: u32,
+    /// The switch, network crypto and endpoint TAPs; read-locked once per
+    /// frame, write-locked only by the control calls (see [`crate::tables`]).
+    pub(crate) tables: RwLock<Tables>,
     /// The listening VXLAN sockets, one per worker.
     pub(crate) rx: Vec<UdpSocket>,
     /// The sending sockets, one per worker.
@@ -182,14 +189,29 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
 }
 
+impl Shared {
+    /// The socket lane `w` sends from.
+    pub(crate) fn tx(&self, w: usize) -> &UdpSocket {
+        &self.tx[w % self.tx.len()]
+    }
+}
+
 /// A running data plane. Dropping it stops its threads and removes its TAP
 /// devices (they vanish when their descriptors close).
+///
+/// Every call takes `&self` and may come from any thread: the node agent
+/// keeps it in an `Arc` and adds and removes networks and endpoints as tasks
+/// come and go ([`crate::control`]).
 pub struct DataPlane {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+    /// What the control calls keep beside the tables; its mutex also makes
+    /// those calls one at a time.
+    pub(crate) control: Mutex<Control>,
+    /// The socket lanes and the rekeying thread.
     threads: Vec<JoinHandle<()>>,
 }
 
-fn now_since_epoch() -> Duration {
+pub(crate) fn now_since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -202,69 +224,12 @@ pub(crate) fn lock_poisoned<T>(r: std::sync::LockResult<T>) -> T {
 }
 
 impl DataPlane {
-    /// Validates `config`, creates every endpoint's TAP device, binds the VXLAN
-    /// socket and starts the threads.
+    /// Validates `config`, binds the VXLAN sockets, starts the socket lanes,
+    /// then adds its networks and endpoints as [`DataPlane::add_network`] and
+    /// [`DataPlane::add_endpoint`] do. A config without networks or endpoints
+    /// is fine: they can all be added later.
     pub fn start(config: DataPlaneConfig) -> Result<Self, DataPlaneError> {
         config.validate()?;
-        let mut switch = Switch::new();
-        let mut crypto = Vec::new();
-        let now = now_since_epoch();
-        for net in &config.networks {
-            let id = switch.add_network(NetworkSpec {
-                name: net.name.clone(),
-                vni: net.vni,
-                mtu: net.endpoint_mtu(config.underlay_mtu),
-                encrypted: net.encryption.is_some(),
-            })?;
-            debug_assert_eq!(id.0 as usize, crypto.len());
-            for &peer in &net.peers {
-                switch.add_peer(id, peer)?;
-            }
-            for r in &net.remotes {
-                switch.upsert_endpoint(id, remote_record(r))?;
-            }
-            crypto.push(net.encryption.as_ref().map(|enc| {
-                NetCrypto {
-                    sealers: (0..config.workers)
-                        .map(|lane| {
-                            RwLock::new(Sealer::for_lane(
-                                enc.cipher,
-                                config.node_addr,
-                                &enc.keys,
-                                now,
-                                RekeyPolicy::default(),
-                                lane as u8,
-                            ))
-                        })
-                        .collect(),
-                    opener: Mutex::new(Opener::new(enc.cipher, &enc.keys)),
-                }
-            }));
-        }
-
-        let mut taps = Vec::new();
-        for ep in &config.endpoints {
-            let net = config.network(&ep.network).expect("validated");
-            let mtu = net.endpoint_mtu(config.underlay_mtu);
-            let queues = endpoint::create(ep, net.subnet.prefix_len(), mtu, config.workers)
-                .map_err(|reason| DataPlaneError::Endpoint {
-                    ip: ep.ip,
-                    netns: ep.netns.display().to_string(),
-                    reason,
-                })?;
-            let id = EndpointId(taps.len() as u32);
-            let net_id = switch.network_by_name(&ep.network).expect("added above");
-            switch.upsert_endpoint(
-                net_id,
-                EndpointRecord {
-                    ip: ep.ip,
-                    mac: ep.mac,
-                    location: Location::Local(id),
-                },
-            )?;
-            taps.push(queues);
-        }
-
         let listen_err = |source| DataPlaneError::Listen {
             addr: config.listen,
             source,
@@ -306,9 +271,9 @@ impl DataPlane {
         let shared = Arc::new(Shared {
             node_addr: config.node_addr,
             peer_port: config.peer_port,
-            switch: RwLock::new(switch),
-            crypto,
-            taps,
+            workers: config.workers,
+            underlay_mtu: config.underlay_mtu,
+            tables: RwLock::new(Tables::new()),
             rx,
             tx,
             drops: DropCounters::default(),
@@ -316,38 +281,28 @@ impl DataPlane {
             stop: AtomicBool::new(false),
         });
 
+        // From here on, an early return drops `dp`, which stops what started.
         let mut dp = DataPlane {
             shared: shared.clone(),
+            control: Mutex::new(Control::default()),
             threads: Vec::new(),
         };
         for w in 0..config.workers {
-            for i in 0..shared.taps.len() {
-                let s = shared.clone();
-                dp.spawn(format!("tap{i}q{w}"), move || {
-                    forward::endpoint_loop(&s, EndpointId(i as u32), w)
-                })?;
-            }
             let s = shared.clone();
-            dp.spawn(format!("vxlan-rx{w}"), move || {
+            dp.threads.push(spawn(format!("vxlan-rx{w}"), move || {
                 forward::underlay_loop(&s, w)
-            })?;
+            })?);
         }
         let s = shared;
-        dp.spawn("rekey".into(), move || housekeeping_loop(&s))?;
+        dp.threads
+            .push(spawn("rekey".into(), move || housekeeping_loop(&s))?);
+        for net in config.networks {
+            dp.add_network(net)?;
+        }
+        for ep in config.endpoints {
+            dp.add_endpoint(ep)?;
+        }
         Ok(dp)
-    }
-
-    fn spawn(
-        &mut self,
-        name: String,
-        f: impl FnOnce() + Send + 'static,
-    ) -> Result<(), DataPlaneError> {
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(f)
-            .map_err(DataPlaneError::Thread)?;
-        self.threads.push(handle);
-        Ok(())
     }
 
     /// The drop counters.
@@ -374,72 +329,27 @@ impl DataPlane {
 
     /// A copy of every network's table, for the API and the CLI.
     pub fn networks(&self) -> Vec<(NetworkSpec, Vec<EndpointRecord>)> {
-        let sw = lock_poisoned(self.shared.switch.read());
-        (0..self.shared.crypto.len())
-            .filter_map(|i| {
-                let id = NetworkId(i as u32);
-                sw.spec(id).map(|spec| (spec.clone(), sw.endpoints(id)))
+        let t = lock_poisoned(self.shared.tables.read());
+        t.switch
+            .network_ids()
+            .filter_map(|id| {
+                t.switch
+                    .spec(id)
+                    .map(|spec| (spec.clone(), t.switch.endpoints(id)))
             })
             .collect()
     }
+}
 
-    fn network_id(&self, name: &str) -> Result<NetworkId, DataPlaneError> {
-        lock_poisoned(self.shared.switch.read())
-            .network_by_name(name)
-            .ok_or_else(|| DataPlaneError::UnknownNetwork(name.to_string()))
-    }
-
-    /// Adds or moves an endpoint that lives on another node.
-    pub fn upsert_remote(
-        &self,
-        network: &str,
-        remote: RemoteEndpoint,
-    ) -> Result<(), DataPlaneError> {
-        let id = self.network_id(network)?;
-        if remote.node == self.shared.node_addr {
-            return Err(ConfigError::Invalid {
-                field: "node".into(),
-                reason: format!("{} is this node's own address", remote.node),
-            }
-            .into());
-        }
-        lock_poisoned(self.shared.switch.write()).upsert_endpoint(id, remote_record(&remote))?;
-        Ok(())
-    }
-
-    /// Removes a remote endpoint by MAC; true if it was known.
-    pub fn remove_remote(&self, network: &str, mac: MacAddr) -> Result<bool, DataPlaneError> {
-        let id = self.network_id(network)?;
-        let mut sw = lock_poisoned(self.shared.switch.write());
-        let local = sw
-            .endpoints(id)
-            .iter()
-            .any(|r| r.mac == mac && matches!(r.location, Location::Local(_)));
-        if local {
-            return Err(ConfigError::Invalid {
-                field: "mac".into(),
-                reason: format!("{mac} is a local endpoint of this node, not a remote one"),
-            }
-            .into());
-        }
-        Ok(sw.remove_endpoint(id, mac)?)
-    }
-
-    /// Replaces an encrypted network's key ring (rotation).
-    pub fn set_keys(&self, network: &str, keys: &KeyRing) -> Result<(), DataPlaneError> {
-        let id = self.network_id(network)?;
-        let crypto = self.shared.crypto[id.0 as usize]
-            .as_ref()
-            .ok_or_else(|| DataPlaneError::NotEncrypted(network.to_string()))?;
-        // Receivers first: a frame sealed under the new key must never arrive
-        // before this node accepts it.
-        lock_poisoned(crypto.opener.lock()).set_keys(keys);
-        let now = now_since_epoch();
-        for sealer in &crypto.sealers {
-            lock_poisoned(sealer.write()).set_keys(keys, now);
-        }
-        Ok(())
-    }
+/// Starts a data-plane thread.
+pub(crate) fn spawn(
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, DataPlaneError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(DataPlaneError::Thread)
 }
 
 impl Drop for DataPlane {
@@ -448,14 +358,12 @@ impl Drop for DataPlane {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-fn remote_record(r: &RemoteEndpoint) -> EndpointRecord {
-    EndpointRecord {
-        ip: r.ip,
-        mac: r.mac,
-        location: Location::Remote(r.node),
+        // The endpoints' lanes saw the same flag; once they are joined, the
+        // last references to the TAP queues go with `shared` and `control`.
+        let control = self.control.get_mut().unwrap_or_else(|e| e.into_inner());
+        for ep in control.endpoints.drain(..) {
+            ep.stop_and_join();
+        }
     }
 }
 
@@ -470,7 +378,8 @@ fn housekeeping_loop(s: &Shared) {
         }
         since = Duration::ZERO;
         let now = now_since_epoch();
-        for c in s.crypto.iter().flatten() {
+        let t = lock_poisoned(s.tables.read());
+        for c in t.all_crypto() {
             for sealer in &c.sealers {
                 if lock_poisoned(sealer.read()).needs_rekey(now) {
                     lock_poisoned(sealer.write()).rekey(now);

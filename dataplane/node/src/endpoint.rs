@@ -24,6 +24,13 @@ pub(crate) fn create(
     let ns = NetNs::open(&ep.netns).map_err(|e| e.to_string())?;
     ns.run(|| -> Result<Vec<Tap>, String> {
         let name = ep.ifname.as_str();
+        // TUNSETIFF on an existing multi-queue TAP would attach to it as one
+        // more queue rather than fail: never create over an existing name.
+        if iface::index(name).is_ok() {
+            return Err(format!(
+                "interface {name} already exists in the namespace; pick another ifname"
+            ));
+        }
         // Offloads: the task's kernel hands over TCP super-frames of up to 64 KiB
         // with partial checksums, and accepts the same from us. Only TCPv4 is
         // offered, the only kind the data plane cuts (the overlay is IPv4).

@@ -28,9 +28,11 @@ use shoal_overlay::seal::{SEALED_PAYLOAD_AT, TAG_LEN};
 use shoal_overlay::switch::{EndpointId, Verdict, ARP_FRAME_LEN};
 use shoal_overlay::vxlan::{Vni, VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
 use shoal_sys::poll::wait_readable;
+use shoal_sys::tap::Tap;
 use shoal_sys::udp::{recv_gro, send_gso, MAX_GSO_SEGMENTS};
 
-use crate::dataplane::{lock_poisoned, NetCrypto, Shared};
+use crate::dataplane::{lock_poisoned, Shared};
+use crate::tables::{LocalEndpoint, NetCrypto, Tables};
 
 /// How long a thread waits in `poll` before checking for shutdown.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -73,11 +75,11 @@ fn wait_for_input(s: &Shared, fd: std::os::fd::BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Reads frames from one TAP device until shutdown.
-pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId, w: usize) {
-    let tap = s.tap(ep, w);
+/// Reads frames from queue `w` of endpoint `ep` until shutdown or its removal.
+pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId, own: &LocalEndpoint, w: usize) {
+    let tap = own.queue(w);
     let mut b = Buffers::new();
-    while !s.stop.load(Ordering::Relaxed) {
+    while !s.stop.load(Ordering::Relaxed) && !own.stop.load(Ordering::Relaxed) {
         match wait_readable(tap.as_fd(), POLL_INTERVAL) {
             Ok(true) => {}
             Ok(false) => continue,
@@ -105,18 +107,20 @@ pub(crate) fn endpoint_loop(s: &Shared, ep: EndpointId, w: usize) {
                 s.drops.record(DropReason::Malformed);
                 continue;
             }
-            if let Err(reason) = handle_endpoint_frame(s, w, ep, &mut b, n - VNET_HDR_LEN) {
+            if let Err(reason) = handle_endpoint_frame(s, w, ep, tap, &mut b, n - VNET_HDR_LEN) {
                 s.drops.record(reason);
             }
         }
     }
 }
 
-/// `b.frame` holds the virtio header at `HEADROOM - 10` and `len` frame bytes at `HEADROOM`.
+/// `b.frame` holds the virtio header at `HEADROOM - 10` and `len` frame bytes
+/// at `HEADROOM`; `own` is the queue it was read from.
 fn handle_endpoint_frame(
     s: &Shared,
     w: usize,
     ep: EndpointId,
+    own: &Tap,
     b: &mut Buffers,
     len: usize,
 ) -> Result<(), DropReason> {
@@ -129,60 +133,68 @@ fn handle_endpoint_frame(
     };
     // The switch judges a super-frame by its headers and the size of one segment.
     let judged = plan.map_or(len, |p| p.segment_len(0));
-    let verdict = {
-        let sw = lock_poisoned(s.switch.read());
-        sw.from_endpoint(
-            ep,
-            &b.frame[HEADROOM..HEADROOM + judged],
-            &mut b.out[VNET_HDR_LEN..],
-        )
-    };
+    // One read guard for the verdict and for carrying it out: the endpoint or
+    // network it names cannot go away in between (see `crate::tables`).
+    let t = lock_poisoned(s.tables.read());
+    let verdict = t.switch.from_endpoint(
+        ep,
+        &b.frame[HEADROOM..HEADROOM + judged],
+        &mut b.out[VNET_HDR_LEN..],
+    );
     match verdict {
         // Same node: the virtio header travels with the frame, offloads intact.
         Verdict::Deliver(to) => {
-            write_endpoint(s, w, to, &b.frame[HEADROOM - VNET_HDR_LEN..frame_end])
+            write_endpoint(s, &t, w, to, &b.frame[HEADROOM - VNET_HDR_LEN..frame_end])
         }
         Verdict::Reply(n) => {
             s.stats[w].arp_replies.fetch_add(1, Ordering::Relaxed);
             VnetHdr::default().emit(&mut b.out[..VNET_HDR_LEN]);
-            write_endpoint(s, w, ep, &b.out[..VNET_HDR_LEN + n]);
+            write_tap(s, w, own, &b.out[..VNET_HDR_LEN + n]);
         }
-        Verdict::Forward { peer, vni } => match plan {
-            Some(plan) => send_segments(
-                s,
-                w,
-                peer,
-                vni,
-                &b.frame[HEADROOM..frame_end],
-                &plan,
-                &mut b.out,
-            ),
-            None => {
-                complete_checksum(&mut b.frame[HEADROOM..frame_end], &hdr)?;
-                send_one(s, w, peer, vni, &mut b.frame[..frame_end + TAG_LEN], len);
+        Verdict::Forward { peer, vni } => {
+            let crypto = t.crypto_by_vni(vni)?;
+            match plan {
+                Some(plan) => send_segments(
+                    s,
+                    w,
+                    crypto,
+                    peer,
+                    vni,
+                    &b.frame[HEADROOM..frame_end],
+                    &plan,
+                    &mut b.out,
+                ),
+                None => {
+                    complete_checksum(&mut b.frame[HEADROOM..frame_end], &hdr)?;
+                    send_one(
+                        s,
+                        w,
+                        crypto,
+                        peer,
+                        vni,
+                        &mut b.frame[..frame_end + TAG_LEN],
+                        len,
+                    );
+                }
             }
-        },
+        }
         Verdict::Drop(reason) => return Err(reason),
     }
     Ok(())
 }
 
-/// The crypto state of the network carried on `vni`: `Some` when it is
-/// encrypted, `None` when plain, an error when no network has that VNI.
-fn network_crypto(s: &Shared, vni: Vni) -> Result<Option<&NetCrypto>, DropReason> {
-    let net = lock_poisoned(s.switch.read())
-        .network_by_vni(vni)
-        .ok_or(DropReason::UnknownVni)?;
-    Ok(s.crypto[net.0 as usize].as_ref())
-}
-
-/// Encapsulates (or seals) the frame at `buf[HEADROOM..HEADROOM + len]` in place
-/// and sends it. `buf` has [`TAG_LEN`] bytes of room after the frame.
-pub(crate) fn send_one(s: &Shared, w: usize, peer: IpAddr, vni: Vni, buf: &mut [u8], len: usize) {
-    let crypto = match network_crypto(s, vni) {
-        Ok(c) => c,
-        Err(reason) => return s.drops.record(reason),
-    };
+/// Encapsulates (or, with `crypto`, seals) the frame at
+/// `buf[HEADROOM..HEADROOM + len]` in place and sends it. `buf` has
+/// [`TAG_LEN`] bytes of room after the frame.
+pub(crate) fn send_one(
+    s: &Shared,
+    w: usize,
+    crypto: Option<&NetCrypto>,
+    peer: IpAddr,
+    vni: Vni,
+    buf: &mut [u8],
+    len: usize,
+) {
     let datagram: &[u8] = match crypto {
         None => {
             let at = HEADROOM - VXLAN_HEADER_LEN;
@@ -212,21 +224,19 @@ pub(crate) fn send_one(s: &Shared, w: usize, peer: IpAddr, vni: Vni, buf: &mut [
     }
 }
 
-/// Cuts a super-frame, encapsulates every segment at a fixed stride in `out`,
-/// and sends them with as few GSO sends as the UDP limits allow.
+/// Cuts a super-frame, encapsulates (or seals) every segment at a fixed
+/// stride in `out`, and sends them with as few GSO sends as the UDP limits allow.
+#[allow(clippy::too_many_arguments)]
 fn send_segments(
     s: &Shared,
     w: usize,
+    crypto: Option<&NetCrypto>,
     peer: IpAddr,
     vni: Vni,
     frame: &[u8],
     plan: &TsoPlan,
     out: &mut [u8],
 ) {
-    let crypto = match network_crypto(s, vni) {
-        Ok(c) => c,
-        Err(reason) => return s.drops.record(reason),
-    };
     let (prefix, suffix) = if crypto.is_some() {
         (SEALED_PAYLOAD_AT, TAG_LEN)
     } else {
@@ -270,9 +280,18 @@ fn send_segments(
     }
 }
 
-/// Writes `bytes` (virtio header first) to a local endpoint.
-fn write_endpoint(s: &Shared, w: usize, ep: EndpointId, bytes: &[u8]) {
-    match s.tap(ep, w).write(bytes) {
+/// Writes `bytes` (virtio header first) to queue `w` of local endpoint `ep`;
+/// an endpoint removed since its id was taken counts `unknown_destination`.
+fn write_endpoint(s: &Shared, t: &Tables, w: usize, ep: EndpointId, bytes: &[u8]) {
+    match t.endpoints.get(ep) {
+        Some(local) => write_tap(s, w, local.queue(w), bytes),
+        None => s.drops.record(DropReason::UnknownDestination),
+    }
+}
+
+/// Writes `bytes` (virtio header first) to a TAP queue.
+fn write_tap(s: &Shared, w: usize, tap: &Tap, bytes: &[u8]) {
+    match tap.write(bytes) {
         Ok(_) => {
             s.stats[w].endpoint_tx.fetch_add(1, Ordering::Relaxed);
         }
@@ -285,14 +304,16 @@ struct Gro {
     /// The lane this state belongs to.
     lane: usize,
     coalescer: TcpCoalescer,
+    /// Kept across datagrams of one receive batch, i.e. across read guards:
+    /// the endpoint may be removed meanwhile, and its id then finds nothing.
     target: Option<EndpointId>,
 }
 
 impl Gro {
-    fn flush(&mut self, s: &Shared) {
+    fn flush(&mut self, s: &Shared, t: &Tables) {
         if let Some(to) = self.target.take() {
             if let Some(bytes) = self.coalescer.take() {
-                write_endpoint(s, self.lane, to, bytes);
+                write_endpoint(s, t, self.lane, to, bytes);
             }
         }
     }
@@ -333,7 +354,10 @@ pub(crate) fn underlay_loop(s: &Shared, w: usize) {
                 }
                 at = end;
             }
-            gro.flush(s);
+            if gro.target.is_some() {
+                let t = lock_poisoned(s.tables.read());
+                gro.flush(s, &t);
+            }
         }
     }
 }
@@ -353,7 +377,9 @@ fn handle_datagram(
         let pkt = VxlanPacket::new_checked(&buf[at..end]).map_err(|_| DropReason::Malformed)?;
         VxlanRepr::parse(&pkt)?
     };
-    let crypto = network_crypto(s, repr.vni)?;
+    // One read guard for the whole datagram, as on the endpoint side.
+    let t = lock_poisoned(s.tables.read());
+    let crypto = t.crypto_by_vni(repr.vni)?;
     let (inner_at, inner_len) = match (crypto, repr.sealed) {
         (Some(_), None) => return Err(DropReason::PlainOnEncrypted),
         (None, Some(_)) => return Err(DropReason::SealedOnPlain),
@@ -364,7 +390,7 @@ fn handle_datagram(
         }
     };
     let inner_end = inner_at + inner_len;
-    let verdict = lock_poisoned(s.switch.read()).from_underlay(
+    let verdict = t.switch.from_underlay(
         repr.vni,
         sender,
         &buf[inner_at..inner_end],
@@ -376,8 +402,8 @@ fn handle_datagram(
             // Sealed frames are authenticated end to end; plain ones may have
             // crossed a path without UDP checksums, so verify before merging.
             let mergeable = crypto.is_some() || ipv4_tcp_checksum_valid(frame);
-            if gro.target.is_some_and(|t| t != to) {
-                gro.flush(s);
+            if gro.target.is_some_and(|target| target != to) {
+                gro.flush(s, &t);
             }
             let push = if mergeable {
                 gro.coalescer.push(frame)
@@ -386,7 +412,7 @@ fn handle_datagram(
             };
             let push = match push {
                 Push::Flush => {
-                    gro.flush(s);
+                    gro.flush(s, &t);
                     gro.coalescer.push(frame)
                 }
                 other => other,
@@ -394,9 +420,9 @@ fn handle_datagram(
             match push {
                 Push::Merged => gro.target = Some(to),
                 Push::Alone | Push::Flush => {
-                    gro.flush(s);
+                    gro.flush(s, &t);
                     VnetHdr::default().emit(&mut buf[inner_at - VNET_HDR_LEN..inner_at]);
-                    write_endpoint(s, w, to, &buf[inner_at - VNET_HDR_LEN..inner_end]);
+                    write_endpoint(s, &t, w, to, &buf[inner_at - VNET_HDR_LEN..inner_end]);
                 }
             }
         }
@@ -405,6 +431,7 @@ fn handle_datagram(
             send_one(
                 s,
                 w,
+                crypto,
                 sender,
                 repr.vni,
                 &mut reply[..HEADROOM + n + TAG_LEN],

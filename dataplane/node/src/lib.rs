@@ -3,13 +3,16 @@
 //! It runs the pure overlay core (`shoal-overlay`) on real descriptors: one TAP
 //! device per task endpoint, held by the daemon, and one UDP socket on the VXLAN
 //! port. Configuration arrives typed and validated ([`config`]); the running
-//! [`DataPlane`] exposes counters and the calls that gossip, the manager and the
-//! local API use to change its tables and keys.
+//! [`DataPlane`] exposes counters and the calls that gossip, the node agent and
+//! the local API use to add and remove networks, endpoints, peers and keys
+//! while it runs.
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod control;
 mod dataplane;
 mod endpoint;
 mod forward;
+mod tables;
 
 pub use dataplane::{DataPlane, DataPlaneError, FrameCounts, FrameStats};

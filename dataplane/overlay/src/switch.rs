@@ -34,7 +34,10 @@ pub const ARP_FRAME_LEN: usize = ETHERNET_HEADER_LEN + ArpEthIpv4Packet::LEN;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointId(pub u32);
 
-/// An overlay network, numbered by the order it was added to the switch.
+/// An overlay network's slot in the switch. The switch gives a removed
+/// network's id to the next network it adds (the lowest free one), so an id is
+/// only meaningful while the caller holds the switch: drivers resolve names to
+/// ids under the same lock as the change they make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NetworkId(pub u32);
 
@@ -103,6 +106,16 @@ pub enum TableError {
     /// A local endpoint id already attached elsewhere.
     #[error("local endpoint {0:?} is already attached to a network")]
     EndpointInUse(EndpointId),
+    /// A network still has local endpoints (TAP devices) attached.
+    #[error(
+        "network {network:?} still has {endpoints} local endpoint(s) attached; remove them first"
+    )]
+    NetworkInUse {
+        /// The network's name.
+        network: String,
+        /// How many local endpoints are attached.
+        endpoints: usize,
+    },
     /// A MTU that leaves no room for an IPv4 packet.
     #[error("MTU {0} is below the IPv4 minimum of 576")]
     MtuTooSmall(u32),
@@ -146,7 +159,8 @@ impl NetworkTable {
 /// The forwarding state of every overlay network on this node.
 #[derive(Debug, Default)]
 pub struct Switch {
-    networks: Vec<NetworkTable>,
+    /// Indexed by `NetworkId`; `None` for the slot of a removed network.
+    networks: Vec<Option<NetworkTable>>,
     by_vni: HashMap<Vni, NetworkId>,
     local: HashMap<EndpointId, (NetworkId, MacAddr)>,
 }
@@ -163,22 +177,61 @@ impl Switch {
             return Err(TableError::MtuTooSmall(spec.mtu));
         }
         if let Some(&id) = self.by_vni.get(&spec.vni) {
-            let other = self.networks[id.0 as usize].spec.name.clone();
+            let other = self.table(id)?.spec.name.clone();
             return Err(TableError::DuplicateVni(spec.vni, other));
         }
-        if self.networks.iter().any(|n| n.spec.name == spec.name) {
+        if self.network_by_name(&spec.name).is_some() {
             return Err(TableError::DuplicateNetwork(spec.name));
         }
-        let id = NetworkId(self.networks.len() as u32);
-        self.by_vni.insert(spec.vni, id);
-        self.networks.push(NetworkTable {
+        let table = NetworkTable {
             spec,
             fdb: HashMap::new(),
             arp: HashMap::new(),
             static_peers: HashSet::new(),
             endpoint_peers: HashMap::new(),
-        });
+        };
+        let slot = match self.networks.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.networks.push(None);
+                self.networks.len() - 1
+            }
+        };
+        let id = NetworkId(slot as u32);
+        self.by_vni.insert(table.spec.vni, id);
+        self.networks[slot] = Some(table);
         Ok(id)
+    }
+
+    /// Removes a network with all its records and peers, and returns its spec.
+    /// Refused while local endpoints are attached to it: the driver holds their
+    /// devices and must take them down first.
+    pub fn remove_network(&mut self, id: NetworkId) -> Result<NetworkSpec, TableError> {
+        let table = self.table(id)?;
+        let attached = self.local.values().filter(|&&(net, _)| net == id).count();
+        if attached > 0 {
+            return Err(TableError::NetworkInUse {
+                network: table.spec.name.clone(),
+                endpoints: attached,
+            });
+        }
+        let table = self.networks[id.0 as usize]
+            .take()
+            .ok_or(TableError::UnknownNetwork(id))?;
+        self.by_vni.remove(&table.spec.vni);
+        while self.networks.last().is_some_and(Option::is_none) {
+            self.networks.pop();
+        }
+        Ok(table.spec)
+    }
+
+    /// Every network's id, in id order.
+    pub fn network_ids(&self) -> impl Iterator<Item = NetworkId> + '_ {
+        self.networks
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_some())
+            .map(|(i, _)| NetworkId(i as u32))
     }
 
     /// The network carried on `vni`, if any.
@@ -190,13 +243,13 @@ impl Switch {
     pub fn network_by_name(&self, name: &str) -> Option<NetworkId> {
         self.networks
             .iter()
-            .position(|n| n.spec.name == name)
+            .position(|n| n.as_ref().is_some_and(|n| n.spec.name == name))
             .map(|i| NetworkId(i as u32))
     }
 
     /// The static facts of a network.
     pub fn spec(&self, id: NetworkId) -> Option<&NetworkSpec> {
-        self.networks.get(id.0 as usize).map(|n| &n.spec)
+        self.table(id).ok().map(|n| &n.spec)
     }
 
     /// The network a local endpoint is attached to.
@@ -206,7 +259,7 @@ impl Switch {
 
     /// Every endpoint record of a network, sorted by IP.
     pub fn endpoints(&self, id: NetworkId) -> Vec<EndpointRecord> {
-        let Some(table) = self.networks.get(id.0 as usize) else {
+        let Ok(table) = self.table(id) else {
             return Vec::new();
         };
         let mut out: Vec<_> = table
@@ -228,6 +281,27 @@ impl Switch {
     pub fn add_peer(&mut self, id: NetworkId, peer: IpAddr) -> Result<(), TableError> {
         self.table_mut(id)?.static_peers.insert(peer);
         Ok(())
+    }
+
+    /// Replaces the peers named explicitly. Nodes that hold remote endpoints
+    /// of the network stay peers until their last endpoint is removed.
+    pub fn set_peers(
+        &mut self,
+        id: NetworkId,
+        peers: impl IntoIterator<Item = IpAddr>,
+    ) -> Result<(), TableError> {
+        self.table_mut(id)?.static_peers = peers.into_iter().collect();
+        Ok(())
+    }
+
+    /// The peers named explicitly, sorted.
+    pub fn peers(&self, id: NetworkId) -> Vec<IpAddr> {
+        let Ok(table) = self.table(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = table.static_peers.iter().copied().collect();
+        out.sort();
+        out
     }
 
     /// Adds an endpoint, or moves an existing one (same MAC) to a new IP or place.
@@ -290,6 +364,15 @@ impl Switch {
         Ok(true)
     }
 
+    /// Removes a local endpoint from whatever network holds it; its record
+    /// (MAC and IP) goes with it. True if it was attached.
+    pub fn remove_local(&mut self, ep: EndpointId) -> bool {
+        match self.local.get(&ep) {
+            Some(&(net, mac)) => self.remove_endpoint(net, mac).unwrap_or(false),
+            None => false,
+        }
+    }
+
     /// Decides what to do with a frame that a local endpoint sent.
     ///
     /// An ARP reply, when one is due, is written into `reply` (at least
@@ -298,7 +381,9 @@ impl Switch {
         let Some(&(net, own_mac)) = self.local.get(&ep) else {
             return Verdict::Drop(DropReason::UnknownDestination);
         };
-        let table = &self.networks[net.0 as usize];
+        let Ok(table) = self.table(net) else {
+            return Verdict::Drop(DropReason::UnknownDestination);
+        };
         let Ok(eth) = Ethernet2HeaderSlice::from_slice(frame) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -342,7 +427,9 @@ impl Switch {
         let Some(&net) = self.by_vni.get(&vni) else {
             return Verdict::Drop(DropReason::UnknownVni);
         };
-        let table = &self.networks[net.0 as usize];
+        let Ok(table) = self.table(net) else {
+            return Verdict::Drop(DropReason::UnknownVni);
+        };
         if !table.is_peer(&sender) {
             return Verdict::Drop(DropReason::UnknownPeer);
         }
@@ -370,12 +457,14 @@ impl Switch {
     fn table(&self, id: NetworkId) -> Result<&NetworkTable, TableError> {
         self.networks
             .get(id.0 as usize)
+            .and_then(Option::as_ref)
             .ok_or(TableError::UnknownNetwork(id))
     }
 
     fn table_mut(&mut self, id: NetworkId) -> Result<&mut NetworkTable, TableError> {
         self.networks
             .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
             .ok_or(TableError::UnknownNetwork(id))
     }
 }

@@ -331,3 +331,140 @@ fn two_networks_are_isolated() {
         Verdict::Drop(DropReason::UnknownDestination)
     );
 }
+
+fn spec(name: &str, n: u32) -> NetworkSpec {
+    NetworkSpec {
+        name: name.into(),
+        vni: vni(n),
+        mtu: 1450,
+        encrypted: false,
+    }
+}
+
+#[test]
+fn removing_a_local_endpoint_takes_its_records_with_it() {
+    let (mut sw, net) = blue();
+    let mut reply = [0u8; 64];
+    assert!(sw.remove_local(EndpointId(2)));
+    assert!(!sw.remove_local(EndpointId(2)), "removed twice");
+    assert_eq!(sw.endpoint_network(EndpointId(2)), None);
+    // Its frames are no longer accepted, and nothing reaches it any more.
+    let from_gone = ipv4_frame(mac(3), mac(2), 100);
+    assert_eq!(
+        sw.from_endpoint(EndpointId(2), &from_gone, &mut reply),
+        Verdict::Drop(DropReason::UnknownDestination)
+    );
+    let to_gone = ipv4_frame(mac(2), mac(3), 100);
+    assert_eq!(
+        sw.from_endpoint(EndpointId(1), &to_gone, &mut reply),
+        Verdict::Drop(DropReason::UnknownDestination)
+    );
+    let arp = arp_request_frame(mac(2), ip(2), ip(3));
+    assert_eq!(
+        sw.from_endpoint(EndpointId(1), &arp, &mut reply),
+        Verdict::Drop(DropReason::ArpUnknownTarget)
+    );
+    assert_eq!(
+        sw.endpoints(net).iter().map(|r| r.ip).collect::<Vec<_>>(),
+        [ip(2), ip(4)]
+    );
+}
+
+#[test]
+fn a_network_with_local_endpoints_cannot_be_removed() {
+    let (mut sw, net) = blue();
+    let err = sw.remove_network(net).unwrap_err();
+    assert_eq!(
+        err,
+        TableError::NetworkInUse {
+            network: "blue".into(),
+            endpoints: 2
+        }
+    );
+    assert!(err.to_string().contains("blue"), "{err}");
+    assert_eq!(
+        sw.network_by_name("blue"),
+        Some(net),
+        "refusal changed nothing"
+    );
+    sw.remove_local(EndpointId(1));
+    assert!(
+        sw.remove_network(net).is_err(),
+        "one endpoint is still attached"
+    );
+}
+
+#[test]
+fn a_removed_network_forgets_its_vni_records_and_peers() {
+    let (mut sw, net) = blue();
+    let mut reply = [0u8; 64];
+    sw.add_peer(net, STRANGER).unwrap();
+    sw.remove_local(EndpointId(1));
+    sw.remove_local(EndpointId(2));
+    assert_eq!(sw.remove_network(net).unwrap().name, "blue");
+    assert_eq!(sw.network_by_name("blue"), None);
+    assert_eq!(sw.network_by_vni(vni(4096)), None);
+    assert_eq!(sw.spec(net), None);
+    assert!(sw.endpoints(net).is_empty());
+    assert_eq!(sw.network_ids().count(), 0);
+    let f = ipv4_frame(mac(4), mac(2), 100);
+    assert_eq!(
+        sw.from_underlay(vni(4096), NODE_B, &f, &mut reply),
+        Verdict::Drop(DropReason::UnknownVni)
+    );
+    assert_eq!(sw.remove_network(net), Err(TableError::UnknownNetwork(net)));
+    // Name and VNI are free again; the new network starts empty, without the
+    // old one's remote endpoint or peers.
+    let again = sw.add_network(spec("blue", 4096)).unwrap();
+    assert!(sw.endpoints(again).is_empty());
+    assert!(sw.peers(again).is_empty());
+    assert_eq!(
+        sw.from_underlay(vni(4096), NODE_B, &f, &mut reply),
+        Verdict::Drop(DropReason::UnknownPeer)
+    );
+}
+
+#[test]
+fn network_ids_are_reused_lowest_first_and_listed_in_order() {
+    let mut sw = Switch::new();
+    let a = sw.add_network(spec("a", 1)).unwrap();
+    let b = sw.add_network(spec("b", 2)).unwrap();
+    let c = sw.add_network(spec("c", 3)).unwrap();
+    assert_eq!([a, b, c], [NetworkId(0), NetworkId(1), NetworkId(2)]);
+    sw.remove_network(b).unwrap();
+    assert_eq!(sw.network_ids().collect::<Vec<_>>(), [a, c]);
+    assert_eq!(sw.network_by_name("c"), Some(c), "c kept its id");
+    let d = sw.add_network(spec("d", 4)).unwrap();
+    assert_eq!(d, b, "the free slot is reused");
+    assert_eq!(sw.spec(d).unwrap().name, "d");
+    sw.remove_network(c).unwrap();
+    sw.remove_network(d).unwrap();
+    assert_eq!(sw.add_network(spec("e", 5)).unwrap(), NetworkId(1));
+}
+
+#[test]
+fn set_peers_replaces_named_peers_and_keeps_endpoint_owners() {
+    let (mut sw, net) = blue();
+    let mut reply = [0u8; 64];
+    let f = ipv4_frame(mac(4), mac(2), 100);
+    sw.set_peers(net, [STRANGER]).unwrap();
+    assert_eq!(sw.peers(net), [STRANGER]);
+    assert_eq!(
+        sw.from_underlay(vni(4096), STRANGER, &f, &mut reply),
+        Verdict::Deliver(EndpointId(1))
+    );
+    sw.set_peers(net, []).unwrap();
+    assert_eq!(
+        sw.from_underlay(vni(4096), STRANGER, &f, &mut reply),
+        Verdict::Drop(DropReason::UnknownPeer)
+    );
+    // Node B still holds endpoint .4, so it stays a peer.
+    assert_eq!(
+        sw.from_underlay(vni(4096), NODE_B, &f, &mut reply),
+        Verdict::Deliver(EndpointId(1))
+    );
+    assert_eq!(
+        sw.set_peers(NetworkId(7), [NODE_B]),
+        Err(TableError::UnknownNetwork(NetworkId(7)))
+    );
+}
