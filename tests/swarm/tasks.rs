@@ -241,3 +241,111 @@ fn task_environment_hostname_and_logs() {
     let err = s.shoal_err(0, &["service", "logs", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
 }
+
+/// The pid of the one process of the task with this full name.
+fn pid_of(name: &str) -> Result<u32> {
+    let pids = pids_of_task(name);
+    match pids.as_slice() {
+        [pid] => Ok(*pid),
+        other => bail!("task {name} has processes {other:?}"),
+    }
+}
+
+/// `curl http://ip/` from inside the network namespace of process `pid`.
+fn curl_from(pid: u32, ip: &str) -> Result<String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["curl", "-sS", "--max-time", "3", &format!("http://{ip}/")])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "curl {ip} from pid {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Tasks attached to a plain and an encrypted overlay network reach each
+/// other across nodes on both, through the nodes' data planes; a task's
+/// interfaces follow the service's network order (eth0, eth1).
+#[test]
+fn tasks_reach_each_other_over_plain_and_encrypted_networks() {
+    let s = Swarm::new(3).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(0, &["network", "create", "-d", "overlay", "backend"]);
+    s.shoal_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--opt",
+            "encrypted",
+            "secure",
+        ],
+    );
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--network",
+            "backend",
+            "--network",
+            "secure",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
+    s.wait_for(Duration::from_secs(20), "3 running tasks", || {
+        Ok(running(&s, 0, "web")?.len() == 3)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let all: Vec<Value> = tasks(&s, 0, "web")
+        .unwrap()
+        .into_iter()
+        .filter(|t| t["task"]["status"]["state"] == "running")
+        .collect();
+    let mut nodes: Vec<&str> = all.iter().map(|t| t["node"].as_str().unwrap()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node0", "node1", "node2"]);
+    for a in &all {
+        let pid = pid_of(&full_name(a)).unwrap();
+        for b in &all {
+            if a["task"]["id"] == b["task"]["id"] {
+                continue;
+            }
+            for (i, net) in ["backend", "secure"].iter().enumerate() {
+                let ip = b["task"]["networks"][i]["ip"].as_str().unwrap();
+                let mut last = String::new();
+                let answered = (0..30).any(|_| match curl_from(pid, ip) {
+                    Ok(body) => {
+                        last = body;
+                        true
+                    }
+                    Err(e) => {
+                        last = format!("{e:#}");
+                        std::thread::sleep(Duration::from_millis(200));
+                        false
+                    }
+                });
+                assert!(
+                    answered && last.contains(&format!("Task: {}", full_name(b))),
+                    "{} -> {} on {net} ({ip}): {last}\n{}",
+                    full_name(a),
+                    full_name(b),
+                    s.logs()
+                );
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod attach;
 pub mod file;
 
 use std::path::PathBuf;
@@ -113,7 +114,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             shoal_runtime::ProcessRuntime::new(args.state_dir.join("tasks"))
                 .context("cannot start the task runtime")?,
         )),
-        attacher: None,
+        attacher: Some(Arc::new(attach::DataPlaneAttacher::new(dp.clone()))),
     }));
     // Two threads: the manager's Raft, its API and the local API must not
     // wait behind one another.

@@ -49,8 +49,13 @@ pub trait NetworkAttacher: Send + Sync + 'static {
     /// Brings the data plane's networks in line with `networks`: each exists,
     /// with the other nodes' tasks as remote endpoints and `keys` for the
     /// encrypted ones; networks no longer listed and without local
-    /// interfaces are removed.
-    fn sync(&self, networks: &[NetworkAssignment], keys: &[ClusterKey]) -> Result<(), String>;
+    /// interfaces are removed. `node` is this node's underlay address.
+    fn sync(
+        &self,
+        node: std::net::IpAddr,
+        networks: &[NetworkAssignment],
+        keys: &[ClusterKey],
+    ) -> Result<(), String>;
     /// Creates interface `ifname` with `ip` and `mac` on `network` inside the
     /// network namespace at `netns`.
     fn attach(
@@ -105,11 +110,10 @@ pub(crate) fn decide(
     for t in assigned {
         let wanted = t.desired_state <= TaskState::Running;
         match local.get(&t.id) {
-            Some(&(ended, stopping)) => {
-                if !wanted && !ended && !stopping {
-                    actions.push(Action::Stop(t.id.clone()));
-                }
+            Some(&(ended, stopping)) if !wanted && !ended && !stopping => {
+                actions.push(Action::Stop(t.id.clone()))
             }
+            Some(_) => {}
             None if wanted && t.state == TaskState::Assigned => {
                 actions.push(Action::Start(t.clone()))
             }
@@ -252,7 +256,7 @@ impl Worker {
             .iter()
             .map(|n| (n.id.clone(), n.clone()))
             .collect();
-        self.sync_networks(&a.networks);
+        self.sync_networks(node.addr, &a.networks);
         let held: BTreeMap<String, (bool, bool)> = self
             .local
             .iter()
@@ -284,7 +288,7 @@ impl Worker {
         }
     }
 
-    fn sync_networks(&mut self, networks: &[NetworkAssignment]) {
+    fn sync_networks(&mut self, node: std::net::IpAddr, networks: &[NetworkAssignment]) {
         let Some(attacher) = self.shared.config.attacher.clone() else {
             return;
         };
@@ -293,7 +297,7 @@ impl Worker {
         if self.synced.as_ref() == Some(&wanted) {
             return;
         }
-        match attacher.sync(&wanted.0, &wanted.1) {
+        match attacher.sync(node, &wanted.0, &wanted.1) {
             Ok(()) => self.synced = Some(wanted),
             Err(e) => tracing::warn!(error = %e, "cannot bring the data plane's networks in line"),
         }
