@@ -15,6 +15,7 @@ use shoal_manager::state::service::{
     parse_duration, EndpointMode, FailureAction, PortConfig, RestartCondition, RestartPolicy,
     UpdateConfig, UpdateOrder,
 };
+use shoal_manager::state::update::ServiceChanges;
 use shoal_manager::state::{ServiceMode, ServiceSpec};
 use shoal_manager::swarm::SwarmInfo;
 use shoal_manager::views::{render_service_ls, render_task_ps, service_inspect, short_id};
@@ -94,6 +95,99 @@ pub struct CreateFlags {
     /// The command and its arguments, after `--`.
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
+}
+
+/// The flags of `service update`.
+#[derive(Debug, Args)]
+pub struct UpdateFlags {
+    /// How many tasks.
+    #[arg(long, value_name = "K")]
+    replicas: Option<u64>,
+    /// The new command and its arguments, as one string split on spaces
+    /// (or give them after `--`).
+    #[arg(long, value_name = "ARGS")]
+    args: Option<String>,
+    /// Add or change an environment variable (KEY=VALUE).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    env_add: Vec<String>,
+    /// Remove an environment variable.
+    #[arg(long, value_name = "KEY")]
+    env_rm: Vec<String>,
+    /// Add a placement constraint.
+    #[arg(long, value_name = "EXPR", value_parser = parse_constraint)]
+    constraint_add: Vec<Constraint>,
+    /// Remove a placement constraint (as written at create).
+    #[arg(long, value_name = "EXPR")]
+    constraint_rm: Vec<String>,
+    /// Publish a port (as `--publish` of `service create`).
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    publish_add: Vec<PortConfig>,
+    /// Stop publishing the port with this target.
+    #[arg(long, value_name = "TARGET")]
+    publish_rm: Vec<u16>,
+    /// When to restart a task's process: none, on-failure or any.
+    #[arg(long, value_name = "COND", value_parser = parse_from_str::<RestartCondition>)]
+    restart_condition: Option<RestartCondition>,
+    /// How long to wait between restarts.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    restart_delay: Option<u64>,
+    /// How many restarts before giving up (0: no limit).
+    #[arg(long, value_name = "N")]
+    restart_max_attempts: Option<u64>,
+    /// How many tasks a rolling update replaces at once (0: all).
+    #[arg(long, value_name = "N")]
+    update_parallelism: Option<u64>,
+    /// How long to wait between batches.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    update_delay: Option<u64>,
+    /// stop-first or start-first.
+    #[arg(long, value_name = "ORDER", value_parser = parse_from_str::<UpdateOrder>)]
+    update_order: Option<UpdateOrder>,
+    /// What a failing update does: pause, continue or rollback.
+    #[arg(long, value_name = "ACTION", value_parser = parse_from_str::<FailureAction>)]
+    update_failure_action: Option<FailureAction>,
+    /// Replace the tasks even if nothing they run changed.
+    #[arg(long)]
+    force: bool,
+    /// Return at once.
+    #[arg(long, short)]
+    detach: bool,
+    /// The service name, id or id prefix.
+    service: String,
+    /// The new command and its arguments, after `--`.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+impl UpdateFlags {
+    fn changes(&self) -> anyhow::Result<ServiceChanges> {
+        let command = match (&self.args, self.command.is_empty()) {
+            (Some(_), false) => {
+                bail!("give the new command either with --args or after --, not both")
+            }
+            (Some(a), true) => Some(a.split_whitespace().map(str::to_string).collect()),
+            (None, false) => Some(self.command.clone()),
+            (None, true) => None,
+        };
+        Ok(ServiceChanges {
+            replicas: self.replicas,
+            command,
+            env_add: self.env_add.clone(),
+            env_rm: self.env_rm.clone(),
+            constraint_add: self.constraint_add.clone(),
+            constraint_rm: self.constraint_rm.clone(),
+            publish_add: self.publish_add.clone(),
+            publish_rm: self.publish_rm.clone(),
+            restart_condition: self.restart_condition,
+            restart_delay_ns: self.restart_delay,
+            restart_max_attempts: self.restart_max_attempts,
+            update_parallelism: self.update_parallelism,
+            update_delay_ns: self.update_delay,
+            update_order: self.update_order,
+            update_failure_action: self.update_failure_action,
+            force: self.force,
+        })
+    }
 }
 
 fn parse_port(s: &str) -> Result<PortConfig, String> {
@@ -201,6 +295,17 @@ pub enum ServiceCommand {
         /// SERVICE=REPLICAS pairs.
         #[arg(required = true, value_name = "SERVICE=REPLICAS", value_parser = parse_scale)]
         pairs: Vec<(String, u64)>,
+    },
+    /// Change a service; tasks whose command, environment or ports change
+    /// are replaced in a rolling update.
+    Update(Box<UpdateFlags>),
+    /// Go back to the service's previous spec.
+    Rollback {
+        /// Return at once.
+        #[arg(long, short)]
+        detach: bool,
+        /// The service name, id or id prefix.
+        service: String,
     },
     /// Show what a service's tasks wrote to stdout and stderr.
     Logs {
@@ -325,6 +430,28 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
                 Ok(())
             });
             errors
+        }
+        ServiceCommand::Update(flags) => {
+            let changes = flags.changes()?;
+            op(
+                control,
+                &Op::UpdateService {
+                    key: flags.service.clone(),
+                    changes: Box::new(changes),
+                },
+            )?;
+            println!("{}", flags.service);
+            Ok(())
+        }
+        ServiceCommand::Rollback { detach: _, service } => {
+            op(
+                control,
+                &Op::RollbackService {
+                    key: service.clone(),
+                },
+            )?;
+            println!("{service}");
+            Ok(())
         }
         ServiceCommand::Logs {
             follow,

@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::dispatch::{Assignments, ServiceLogLine, TaskLogLine};
+use crate::state::update::ServiceChanges;
 use crate::state::{
     Availability, ClusterKey, Network, NetworkSpec, Role, SecretSpec, ServiceSpec, TaskUpdate,
 };
@@ -104,6 +105,18 @@ pub enum Op {
         key: String,
         /// The new number of replicas.
         replicas: u64,
+    },
+    /// `service update`.
+    UpdateService {
+        /// Id, name or id prefix.
+        key: String,
+        /// What to change.
+        changes: Box<ServiceChanges>,
+    },
+    /// `service rollback`: back to the previous spec.
+    RollbackService {
+        /// Id, name or id prefix.
+        key: String,
     },
     /// `service rm`.
     RemoveService {

@@ -26,6 +26,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod service;
 pub mod task;
+pub mod update;
 
 pub use network::{
     AddressPool, Network, NetworkDriver, NetworkSpec, PoolError, FIRST_VNI, INGRESS_NAME, MAX_VNI,
@@ -363,6 +364,12 @@ pub enum Command {
         spec: Box<ServiceSpec>,
         /// When.
         at: Timestamp,
+        /// `--force`: replace the tasks even if nothing they run changed.
+        #[serde(default)]
+        force: bool,
+        /// `service rollback`: the spec is the previous one.
+        #[serde(default)]
+        rollback: bool,
     },
     /// `service rm`: the service and its tasks.
     RemoveService {
@@ -377,6 +384,15 @@ pub enum Command {
         tasks: Vec<Task>,
         /// Ids of tasks to delete.
         removed: Vec<TaskId>,
+        /// Rolling updates that moved on (completed, paused), by service id.
+        #[serde(default)]
+        updates: Vec<(String, update::UpdateStatus)>,
+        /// Services whose failed update rolls back to their previous spec.
+        #[serde(default)]
+        rollbacks: Vec<String>,
+        /// When (for the rollbacks).
+        #[serde(default)]
+        at: Timestamp,
     },
     /// A node's agent reports what its tasks are doing.
     UpdateTaskStatus {
@@ -910,7 +926,13 @@ impl ClusterState {
                 self.services
                     .insert(service.id.clone(), (**service).clone());
             }
-            Command::UpdateService { id, spec, at } => {
+            Command::UpdateService {
+                id,
+                spec,
+                at,
+                force,
+                rollback,
+            } => {
                 let current = self
                     .services
                     .get(id)
@@ -923,10 +945,7 @@ impl ClusterState {
                 }
                 self.check_spec(spec, id)?;
                 let service = self.services.get_mut(id).expect("checked above");
-                service.previous_spec =
-                    Some(std::mem::replace(&mut service.spec, (**spec).clone()));
-                service.version += 1;
-                service.updated_at = *at;
+                service.set_spec((**spec).clone(), *force, *rollback, *at);
             }
             Command::RemoveService { id } => {
                 if self.services.remove(id).is_none() {
@@ -934,7 +953,27 @@ impl ClusterState {
                 }
                 self.tasks.retain(|_, t| t.service_id != *id);
             }
-            Command::SetTasks { tasks, removed } => self.set_tasks(tasks, removed)?,
+            Command::SetTasks {
+                tasks,
+                removed,
+                updates,
+                rollbacks,
+                at,
+            } => {
+                self.set_tasks(tasks, removed)?;
+                for (id, status) in updates {
+                    if let Some(service) = self.services.get_mut(id) {
+                        service.update_status = Some(status.clone());
+                    }
+                }
+                for id in rollbacks {
+                    if let Some(service) = self.services.get_mut(id) {
+                        if let Some(previous) = service.previous_spec.clone() {
+                            service.set_spec(previous, false, true, *at);
+                        }
+                    }
+                }
+            }
             Command::UpdateTaskStatus { node, updates } => {
                 self.update_task_status(node, updates)?
             }

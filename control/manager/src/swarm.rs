@@ -1095,6 +1095,8 @@ impl Shared {
             | Op::Service { .. }
             | Op::CreateService(_)
             | Op::ScaleService { .. }
+            | Op::UpdateService { .. }
+            | Op::RollbackService { .. }
             | Op::RemoveService { .. }
             | Op::Tasks { .. } => self.execute_service(raft, op).await,
             Op::Assignments { .. }

@@ -27,8 +27,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::constraint::all_match;
 use super::scheduler::Scheduler;
-use super::service::{RestartCondition, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus};
+use super::service::{
+    FailureAction, RestartCondition, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus,
+    UpdateOrder,
+};
 use super::task::{allocate, TaskNetwork};
+use super::update::{UpdateState, UpdateStatus};
 use super::{Availability, ClusterState, Command, Node, NodeStatus, Timestamp};
 
 /// How many stopped tasks `service ps` keeps per slot (Docker's default
@@ -83,6 +87,8 @@ pub fn reconcile(
     let mut plan = Plan::default();
     let mut to_place: Vec<Task> = Vec::new();
     let mut addresses = Addresses::new(state);
+    let mut updates = Vec::new();
+    let mut rollbacks = Vec::new();
     clean_up_ended(state, &mut plan);
     for service in state.services.values() {
         // The live tasks, and the finished ones that keep their slot (or
@@ -92,8 +98,11 @@ pub fn reconcile(
             .into_iter()
             .filter(|t| t.is_live() || t.desired_state == TaskState::Complete)
             .collect();
+        let holders_all = holders.clone();
         // Tasks on nodes they may not stay on make way for replacements.
         let mut kept: Vec<&Task> = Vec::new();
+        // Placed tasks made from an older spec than the tasks must run.
+        let mut outdated: Vec<&Task> = Vec::new();
         for task in holders {
             let placed = task.status.state >= TaskState::Assigned;
             if !task.is_live() {
@@ -120,11 +129,20 @@ pub fn reconcile(
                         .or_default()
                         .push(task);
                 }
+                // Newest first within a slot, whichever nodes its tasks are on.
+                for tasks in by_slot.values_mut() {
+                    tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+                }
                 for (&slot, tasks) in &by_slot {
                     // service_tasks sorts newest first: the first one stays.
                     let (first, extra) = tasks.split_first().expect("non-empty slot");
                     for t in extra {
-                        plan.stop(t, TaskState::Shutdown);
+                        if !kept_for_start_first(service, first, t) {
+                            plan.stop(t, TaskState::Shutdown);
+                        }
+                    }
+                    if slot >= 1 && slot <= replicas {
+                        outdated.extend(outdated_in(service, first, extra));
                     }
                     if slot == 0 || slot > replicas {
                         if first.is_live() {
@@ -168,8 +186,11 @@ pub fn reconcile(
                 for (node, tasks) in &by_node {
                     let (first, extra) = tasks.split_first().expect("non-empty node");
                     for t in extra {
-                        plan.stop(t, TaskState::Shutdown);
+                        if !kept_for_start_first(service, first, t) {
+                            plan.stop(t, TaskState::Shutdown);
+                        }
                     }
+                    outdated.extend(outdated_in(service, first, extra));
                     let wanted = state
                         .nodes
                         .get(*node)
@@ -209,6 +230,38 @@ pub fn reconcile(
                 }
             }
         }
+        let update = UpdateContext {
+            service,
+            holders: &holders_all,
+            outdated: &outdated,
+            now,
+        };
+        match roll(&update, &mut plan) {
+            Roll::Batch(old) => {
+                for t in old {
+                    let node = if t.slot.is_none() {
+                        t.node_id.clone()
+                    } else {
+                        None
+                    };
+                    if service.spec.update.order == UpdateOrder::StopFirst {
+                        plan.stop(t, TaskState::Shutdown);
+                    }
+                    to_place.push(new_task(
+                        service,
+                        t.slot,
+                        node,
+                        now,
+                        new_id(),
+                        0,
+                        &mut addresses,
+                    ));
+                }
+            }
+            Roll::Status(status) => updates.push((service.id.clone(), status)),
+            Roll::Rollback => rollbacks.push(service.id.clone()),
+            Roll::Wait => {}
+        }
         trim_history(state, service, &mut plan);
     }
     let leaving: BTreeSet<&str> = plan
@@ -233,12 +286,19 @@ pub fn reconcile(
             }
         }
     }
-    if plan.upsert.is_empty() && plan.removed.is_empty() {
+    if plan.upsert.is_empty()
+        && plan.removed.is_empty()
+        && updates.is_empty()
+        && rollbacks.is_empty()
+    {
         return None;
     }
     Some(Command::SetTasks {
         tasks: plan.upsert.into_values().collect(),
         removed: plan.removed.into_iter().collect(),
+        updates,
+        rollbacks,
+        at: now,
     })
 }
 
@@ -403,4 +463,141 @@ fn trim_history(state: &ClusterState, service: &Service, plan: &mut Plan) {
             plan.removed.insert(t.id.clone());
         }
     }
+}
+
+/// Whether `old`, outdated, stays while `newer` (from the current spec)
+/// starts: `--update-order start-first` stops the old task only once its
+/// replacement runs (and keeps it when the replacement fails).
+fn kept_for_start_first(service: &Service, newer: &Task, old: &Task) -> bool {
+    service.spec.update.order == UpdateOrder::StartFirst
+        && old.spec_version < newer.spec_version
+        && newer.status.state != TaskState::Running
+        && !old.status.state.is_terminal()
+}
+
+/// The outdated task of a slot (or node) that an update would replace: the
+/// newest live one when it is placed and outdated; none while a
+/// start-first replacement is on its way.
+fn outdated_in<'a>(service: &Service, first: &'a Task, extra: &[&'a Task]) -> Option<&'a Task> {
+    let starting = extra
+        .iter()
+        .any(|t| kept_for_start_first(service, first, t));
+    (!starting
+        && first.is_live()
+        && first.status.state >= TaskState::Assigned
+        && !first.status.state.is_terminal()
+        && service.is_outdated(first))
+    .then_some(first)
+}
+
+/// One service's rolling update, as the orchestrator sees it.
+struct UpdateContext<'a> {
+    service: &'a Service,
+    /// Its live and finished-for-good tasks, newest first.
+    holders: &'a [&'a Task],
+    /// Its outdated tasks that an update may replace, one per slot.
+    outdated: &'a [&'a Task],
+    now: Timestamp,
+}
+
+/// What a rolling update does this round.
+enum Roll<'a> {
+    /// Replace these outdated tasks.
+    Batch(Vec<&'a Task>),
+    /// Record a new update status (completed or paused).
+    Status(UpdateStatus),
+    /// The update failed and rolls back.
+    Rollback,
+    /// Nothing now.
+    Wait,
+}
+
+/// The next step of a service's rolling update: batches of
+/// `--update-parallelism` tasks (0: all at once), each after the previous
+/// one runs and `--update-delay` has passed; a new task that fails stops the
+/// update by `--update-failure-action`; none left outdated ends it.
+fn roll<'a>(u: &UpdateContext<'a>, plan: &Plan) -> Roll<'a> {
+    let service = u.service;
+    let Some(status) = service
+        .update_status
+        .as_ref()
+        .filter(|s| s.state.in_progress())
+    else {
+        return Roll::Wait;
+    };
+    let rollback = status.state == UpdateState::RollbackStarted;
+    let fresh: Vec<&Task> = u
+        .holders
+        .iter()
+        .copied()
+        .filter(|t| !service.is_outdated(t) && t.created_at >= status.started_at)
+        .collect();
+    let failed = fresh
+        .iter()
+        .find(|t| matches!(t.status.state, TaskState::Failed | TaskState::Rejected));
+    let policy = &service.spec.update;
+    if let Some(t) = failed {
+        match policy.failure_action {
+            FailureAction::Continue => {}
+            FailureAction::Rollback if !rollback && service.previous_spec.is_some() => {
+                return Roll::Rollback
+            }
+            _ => {
+                let what = if rollback { "rollback" } else { "update" };
+                return Roll::Status(UpdateStatus {
+                    state: if rollback {
+                        UpdateState::RollbackPaused
+                    } else {
+                        UpdateState::Paused
+                    },
+                    started_at: status.started_at,
+                    completed_at: None,
+                    message: format!(
+                        "{what} paused due to failure or early termination of task {}",
+                        t.id
+                    ),
+                });
+            }
+        }
+    }
+    let in_flight = fresh
+        .iter()
+        .filter(|t| t.is_live() && t.status.state < TaskState::Running)
+        .count();
+    let waiting: Vec<&Task> = u
+        .outdated
+        .iter()
+        .copied()
+        .filter(|t| !plan.upsert.contains_key(&t.id) && !plan.removed.contains(&t.id))
+        .collect();
+    if waiting.is_empty() {
+        if in_flight == 0 {
+            let (state, message) = if rollback {
+                (UpdateState::RollbackCompleted, "rollback completed")
+            } else {
+                (UpdateState::Completed, "update completed")
+            };
+            return Roll::Status(UpdateStatus {
+                state,
+                started_at: status.started_at,
+                completed_at: Some(u.now),
+                message: message.into(),
+            });
+        }
+        return Roll::Wait;
+    }
+    let parallelism = match policy.parallelism {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let delay = policy.delay_ns.div_ceil(1_000_000_000);
+    let last_batch = fresh.iter().map(|t| t.created_at).max();
+    let rested = last_batch.is_none_or(|at| in_flight == 0 && at.saturating_add(delay) <= u.now);
+    if in_flight >= parallelism || !rested {
+        return Roll::Wait;
+    }
+    let mut batch = waiting;
+    batch.sort_by_key(|t| (t.slot, t.node_id.clone()));
+    batch.truncate(parallelism - in_flight);
+    Roll::Batch(batch)
 }

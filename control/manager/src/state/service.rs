@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::constraint::Constraint;
 use super::task::TaskNetwork;
+use super::update::UpdateStatus;
 use super::{ClusterState, NodeId, Refusal, Timestamp};
 
 /// A task id: 25 lower-case base-36 characters.
@@ -460,6 +461,13 @@ pub struct Service {
     pub updated_at: Timestamp,
     /// The spec before the last change (for `service rollback`).
     pub previous_spec: Option<ServiceSpec>,
+    /// The version every task must come from: the last one that changed
+    /// what tasks run (see [`super::update`]).
+    #[serde(default)]
+    pub redeploy_version: u64,
+    /// Where the last rolling update stands.
+    #[serde(default)]
+    pub update_status: Option<UpdateStatus>,
 }
 
 impl Service {
@@ -699,6 +707,8 @@ impl ClusterState {
             created_at: at,
             updated_at: at,
             previous_spec: None,
+            redeploy_version: 1,
+            update_status: None,
         };
         self.check_service(&service)?;
         Ok(service)
@@ -870,14 +880,26 @@ impl ClusterState {
             next.insert(task.id.clone(), task);
         }
         let touched: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
-        let mut holders: BTreeSet<(&str, Option<u64>, Option<&str>)> = BTreeSet::new();
+        let mut holders: BTreeSet<(&str, Option<u64>, Option<&str>, u64)> = BTreeSet::new();
         for task in next.values() {
             if !task.is_live() || !touched.contains(task.service_id.as_str()) {
                 continue;
             }
+            // One live task per slot (or node) and spec version: a
+            // start-first update runs the new one beside the old for a while.
             let key = match task.slot {
-                Some(slot) => (task.service_id.as_str(), Some(slot), None),
-                None => (task.service_id.as_str(), None, task.node_id.as_deref()),
+                Some(slot) => (
+                    task.service_id.as_str(),
+                    Some(slot),
+                    None,
+                    task.spec_version,
+                ),
+                None => (
+                    task.service_id.as_str(),
+                    None,
+                    task.node_id.as_deref(),
+                    task.spec_version,
+                ),
             };
             if !holders.insert(key) {
                 return Err(Refusal::StaleTasks(format!(

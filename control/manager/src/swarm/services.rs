@@ -5,6 +5,7 @@
 use super::{now_secs, op_error, random_id, read_linear, refused, write, Raft, Shared};
 use crate::ops::{Op, OpError, OpReply};
 use crate::state::orchestrator;
+use crate::state::update::apply_changes;
 use crate::state::{ClusterState, Command, Refusal, ServiceMode, Task};
 use crate::views::{ServiceView, TaskView};
 
@@ -86,6 +87,8 @@ impl Shared {
                                 id: service.id.clone(),
                                 spec: Box::new(spec),
                                 at: now_secs(),
+                                force: false,
+                                rollback: false,
                             },
                         )
                         .await?,
@@ -94,6 +97,61 @@ impl Shared {
                 };
                 self.reconcile(raft).await;
                 Ok(OpReply::Id(id))
+            }
+            Op::UpdateService { key, changes } => {
+                let id = {
+                    let _one_at_a_time = self.allocating.lock().await;
+                    let (planned, _) = read_linear(raft, |s| {
+                        let service = s.find_service(&key).map_err(OpError::NotFound)?;
+                        let spec =
+                            apply_changes(&service.spec, &changes).map_err(OpError::Invalid)?;
+                        let spec = s.plan_spec(&spec, Some(&service.id)).map_err(op_error)?;
+                        Ok::<_, OpError>((service.id.clone(), spec))
+                    })
+                    .await?;
+                    let (id, spec) = planned?;
+                    refused(
+                        write(
+                            raft,
+                            Command::UpdateService {
+                                id: id.clone(),
+                                spec: Box::new(spec),
+                                at: now_secs(),
+                                force: changes.force,
+                                rollback: false,
+                            },
+                        )
+                        .await?,
+                    )?;
+                    id
+                };
+                self.reconcile(raft).await;
+                Ok(OpReply::Id(id))
+            }
+            Op::RollbackService { key } => {
+                let (found, _) = read_linear(raft, |s| s.find_service(&key).cloned()).await?;
+                let service = found.map_err(OpError::NotFound)?;
+                let previous = service.previous_spec.clone().ok_or_else(|| {
+                    OpError::Refused(format!(
+                        "service {} does not have a previous spec",
+                        service.spec.name
+                    ))
+                })?;
+                refused(
+                    write(
+                        raft,
+                        Command::UpdateService {
+                            id: service.id.clone(),
+                            spec: Box::new(previous),
+                            at: now_secs(),
+                            force: false,
+                            rollback: true,
+                        },
+                    )
+                    .await?,
+                )?;
+                self.reconcile(raft).await;
+                Ok(OpReply::Id(service.id))
             }
             Op::RemoveService { key } => {
                 let (id, _) =

@@ -278,6 +278,8 @@ mod tests {
             created_at: 1_700_000_000,
             updated_at: 1_700_000_000,
             previous_spec: None,
+            redeploy_version: 1,
+            update_status: None,
         }
     }
 

@@ -91,6 +91,8 @@ fn replicas_spread_one_per_node_and_scale_up_and_down() {
         id: web.clone(),
         spec: Box::new(five),
         at: 400,
+        force: false,
+        rollback: false,
     })
     .into_result()
     .unwrap();
@@ -108,6 +110,8 @@ fn replicas_spread_one_per_node_and_scale_up_and_down() {
         id: web.clone(),
         spec: Box::new(two),
         at: 500,
+        force: false,
+        rollback: false,
     })
     .into_result()
     .unwrap();

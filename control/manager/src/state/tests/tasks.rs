@@ -29,7 +29,12 @@ fn converge_at(s: &mut ClusterState, now: Timestamp) {
         };
         match reconcile(s, now, &mut ids) {
             None => return,
-            Some(cmd) => s.apply(&cmd).into_result().unwrap(),
+            Some(cmd) => {
+                if std::env::var("SHOAL_DEBUG").is_ok() {
+                    eprintln!("{cmd:?}");
+                }
+                s.apply(&cmd).into_result().unwrap()
+            }
         }
     }
     panic!("the orchestrator did not converge");
@@ -295,6 +300,8 @@ fn removed_tasks_go_once_stopped_and_tasks_of_departed_nodes_are_orphaned() {
         id: "svc1".into(),
         spec: Box::new(spec),
         at: 302,
+        force: false,
+        rollback: false,
     })
     .into_result()
     .unwrap();
@@ -354,10 +361,129 @@ fn a_plan_from_an_older_copy_does_not_undo_a_report() {
     s.apply(&Command::SetTasks {
         tasks: vec![planned],
         removed: vec![],
+        updates: vec![],
+        rollbacks: vec![],
+        at: 302,
     })
     .into_result()
     .unwrap();
     let now = &s.tasks[&t.id];
     assert_eq!(now.status.state, TaskState::Running);
     assert_eq!(now.desired_state, TaskState::Shutdown);
+}
+
+fn run_all(s: &mut ClusterState, at: u64) {
+    for t in s.tasks.clone().values() {
+        if t.is_live() && t.status.state < TaskState::Running {
+            report(s, t, TaskState::Running, None, at);
+        }
+    }
+}
+
+fn update(s: &mut ClusterState, f: impl FnOnce(&mut ServiceSpec), at: u64) {
+    let mut spec = s.services["svc1"].spec.clone();
+    f(&mut spec);
+    s.apply(&Command::UpdateService {
+        id: "svc1".into(),
+        spec: Box::new(spec),
+        at,
+        force: false,
+        rollback: false,
+    })
+    .into_result()
+    .unwrap();
+}
+
+fn versions(s: &ClusterState) -> (usize, usize) {
+    let svc = &s.services["svc1"];
+    let live: Vec<&Task> = s.tasks.values().filter(|t| t.is_live()).collect();
+    let old = live.iter().filter(|t| svc.is_outdated(t)).count();
+    (old, live.len() - old)
+}
+
+#[test]
+fn rolling_updates_go_batch_by_batch_and_complete() {
+    use crate::state::update::UpdateState;
+    let mut s = cluster();
+    service(&mut s, web(3, vec![]), "svc1");
+    converge_at(&mut s, 300);
+    run_all(&mut s, 301);
+    // Scaling replaces nothing.
+    update(
+        &mut s,
+        |sp| sp.mode = ServiceMode::Replicated { replicas: 3 },
+        302,
+    );
+    converge_at(&mut s, 302);
+    assert_eq!(versions(&s), (0, 3));
+    assert!(s.services["svc1"].update_status.is_none());
+    // A new command: one task at a time (stop-first), each once the last runs.
+    update(
+        &mut s,
+        |sp| sp.command = vec!["sleep".into(), "2000".into()],
+        310,
+    );
+    converge_at(&mut s, 310);
+    assert_eq!(versions(&s), (2, 1));
+    converge_at(&mut s, 311);
+    assert_eq!(versions(&s), (2, 1), "waits for the new task to run");
+    run_all(&mut s, 312);
+    converge_at(&mut s, 312);
+    assert_eq!(versions(&s), (1, 2));
+    run_all(&mut s, 313);
+    converge_at(&mut s, 313);
+    run_all(&mut s, 314);
+    converge_at(&mut s, 314);
+    assert_eq!(versions(&s), (0, 3));
+    let status = s.services["svc1"].update_status.clone().unwrap();
+    assert_eq!(status.state, UpdateState::Completed, "{status:?}");
+    assert_eq!(status.completed_at, Some(314));
+}
+
+#[test]
+fn a_failing_update_pauses_or_rolls_back_and_start_first_keeps_the_old_task() {
+    use crate::state::service::{FailureAction, UpdateOrder};
+    use crate::state::update::UpdateState;
+    for action in [FailureAction::Pause, FailureAction::Rollback] {
+        let mut s = cluster();
+        let mut spec = web(2, vec![]);
+        spec.update.failure_action = action;
+        spec.update.order = UpdateOrder::StartFirst;
+        spec.restart.delay_ns = 60_000_000_000;
+        service(&mut s, spec, "svc1");
+        converge_at(&mut s, 300);
+        run_all(&mut s, 301);
+        update(&mut s, |sp| sp.command = vec!["false".into()], 310);
+        converge_at(&mut s, 310);
+        // Start-first: the old task of the slot still runs beside the new.
+        assert_eq!(versions(&s), (2, 1), "{action:?}");
+        let fresh: Task = s
+            .tasks
+            .values()
+            .find(|t| t.is_live() && !s.services["svc1"].is_outdated(t))
+            .unwrap()
+            .clone();
+        report(&mut s, &fresh, TaskState::Failed, Some(1), 311);
+        converge_at(&mut s, 312);
+        let svc = &s.services["svc1"];
+        let status = svc.update_status.clone().unwrap();
+        match action {
+            FailureAction::Pause => {
+                assert_eq!(status.state, UpdateState::Paused);
+                assert!(status.message.contains(&fresh.id), "{status:?}");
+                assert_eq!(svc.spec.command, ["false"]);
+            }
+            _ => {
+                assert_eq!(status.state, UpdateState::RollbackStarted);
+                assert_eq!(svc.spec.command, ["sleep", "1000"]);
+            }
+        }
+        // The old tasks kept running all along.
+        let old_running = s
+            .tasks
+            .values()
+            .filter(|t| t.is_live() && t.status.state == TaskState::Running && t.spec_version == 1)
+            .count();
+        assert_eq!(old_running, 2, "{action:?}");
+    }
 }
