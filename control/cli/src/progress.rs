@@ -156,8 +156,8 @@ pub fn frame(view: &ServiceView, tasks: &[TaskView], current: Current, stalled: 
         t.service_id == service.id
             && (current == Current::AnyVersion || t.spec_version == service.version)
     });
-    let (mut running, mut expected, mut lines) = (0, 0, Vec::new());
-    match service.spec.mode {
+    let (mut running, mut lines) = (0, Vec::new());
+    let expected = match service.spec.mode {
         ServiceMode::Replicated { replicas } => {
             let mut by_slot: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
             for t in ours {
@@ -165,7 +165,6 @@ pub fn frame(view: &ServiceView, tasks: &[TaskView], current: Current, stalled: 
                     by_slot.entry(slot).or_default().push(t);
                 }
             }
-            expected = replicas;
             for tasks in by_slot.values() {
                 running += u64::from(slot_text(tasks, stalled).1);
             }
@@ -176,6 +175,7 @@ pub fn frame(view: &ServiceView, tasks: &[TaskView], current: Current, stalled: 
                     lines.push(format!("{slot}/{replicas}: {text}"));
                 }
             }
+            replicas
         }
         ServiceMode::Global => {
             // A node counts while it has a task that should run, or one
@@ -189,8 +189,7 @@ pub fn frame(view: &ServiceView, tasks: &[TaskView], current: Current, stalled: 
                     by_node.entry(node).or_default().push(t);
                 }
             }
-            expected = by_node.len() as u64;
-            let show = expected <= MAX_BARS;
+            let show = by_node.len() as u64 <= MAX_BARS;
             for (node, tasks) in &by_node {
                 let (text, up) = slot_text(tasks, stalled);
                 running += u64::from(up);
@@ -198,8 +197,9 @@ pub fn frame(view: &ServiceView, tasks: &[TaskView], current: Current, stalled: 
                     lines.push(format!("{}: {text}", short_id(node, false)));
                 }
             }
+            by_node.len() as u64
         }
-    }
+    };
     Frame {
         overall: format!("overall progress: {running} out of {expected} tasks"),
         tasks: lines,
