@@ -415,6 +415,7 @@ fn services_spread_scale_follow_drains_and_refuse_clashes() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "web",
             "--replicas",
@@ -472,7 +473,7 @@ fn services_spread_scale_follow_drains_and_refuse_clashes() {
 
     // Scale up and down.
     assert_eq!(
-        s.shoal_ok(0, &["service", "scale", "web=5"]),
+        s.shoal_ok(0, &["service", "scale", "--detach", "web=5"]),
         "web scaled to 5\n"
     );
     s.wait_for(Duration::from_secs(10), "5 tasks spread", || {
@@ -481,7 +482,7 @@ fn services_spread_scale_follow_drains_and_refuse_clashes() {
         Ok(t.len() == 5 && counts.len() == 3 && counts.iter().all(|&c| c == 1 || c == 2))
     })
     .unwrap();
-    s.shoal_ok(0, &["service", "scale", "web=2"]);
+    s.shoal_ok(0, &["service", "scale", "--detach", "web=2"]);
     s.wait_for(Duration::from_secs(10), "slots 1 and 2 only", || {
         let mut slots: Vec<u64> = live_tasks(&s, 0, "web")?.into_iter().map(|t| t.1).collect();
         slots.sort();
@@ -495,6 +496,7 @@ fn services_spread_scale_follow_drains_and_refuse_clashes() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "nowhere",
             "--constraint",
@@ -517,6 +519,7 @@ fn services_spread_scale_follow_drains_and_refuse_clashes() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "admin",
             "--replicas",
@@ -534,7 +537,7 @@ fn services_spread_scale_follow_drains_and_refuse_clashes() {
     .unwrap();
 
     // Drain: node2's task moves elsewhere; node ps node2 keeps its history.
-    s.shoal_ok(0, &["service", "scale", "web=3"]);
+    s.shoal_ok(0, &["service", "scale", "--detach", "web=3"]);
     s.wait_for(
         Duration::from_secs(10),
         "3 tasks, one per node again",
@@ -619,6 +622,7 @@ fn services_spread_scale_follow_drains_and_refuse_clashes() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "api",
             "-p",
@@ -657,6 +661,7 @@ fn restart_and_force_new_cluster_keep_the_state() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "kept",
             "--replicas",

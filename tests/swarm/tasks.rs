@@ -71,6 +71,7 @@ fn tasks_run_are_replaced_when_killed_and_leave_a_dead_node() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "web",
             "--replicas",
@@ -186,6 +187,7 @@ fn task_environment_hostname_and_logs() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "hello",
             "--replicas",
@@ -291,6 +293,7 @@ fn tasks_reach_each_other_over_plain_and_encrypted_networks() {
         &[
             "service",
             "create",
+            "--detach",
             "--name",
             "web",
             "--replicas",

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod doctor;
 pub mod http;
 pub mod network;
+pub mod progress;
 pub mod secret;
 pub mod service;
 pub mod swarm;

@@ -22,6 +22,7 @@ use shoal_manager::views::{render_service_ls, render_task_ps, service_inspect, s
 
 use crate::args;
 use crate::network::each;
+use crate::progress::{self, Current};
 use crate::swarm::{call, op};
 
 /// `--mode`.
@@ -88,8 +89,7 @@ pub struct CreateFlags {
     /// vip or dnsrr.
     #[arg(long, value_name = "MODE", value_parser = parse_from_str::<EndpointMode>)]
     endpoint_mode: Option<EndpointMode>,
-    /// Return at once. (Shoal does not show convergence progress yet, so
-    /// this is what it always does.)
+    /// Return at once instead of showing progress until the tasks run.
     #[arg(long, short)]
     detach: bool,
     /// The command and its arguments, after `--`.
@@ -257,7 +257,8 @@ impl CreateFlags {
 /// `shoal service` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
-    /// Create a service; prints its id.
+    /// Create a service; prints its id, then its progress until its tasks
+    /// run (unless `--detach`).
     Create(Box<CreateFlags>),
     /// List the services.
     #[command(visible_alias = "list")]
@@ -289,7 +290,7 @@ pub enum ServiceCommand {
     },
     /// Change the number of replicas: SERVICE=REPLICAS.
     Scale {
-        /// Return at once (always, for now).
+        /// Return at once instead of showing progress until the tasks run.
         #[arg(long, short)]
         detach: bool,
         /// SERVICE=REPLICAS pairs.
@@ -371,11 +372,15 @@ fn print_tasks(tasks: &[shoal_manager::views::TaskView], quiet: bool, no_trunc: 
 pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<()> {
     match command {
         ServiceCommand::Create(flags) => {
+            let detach = flags.detach;
             let spec = flags.spec()?;
             let OpReply::Id(id) = op(control, &Op::CreateService(Box::new(spec)))? else {
                 bail!("shoald sent an unexpected answer");
             };
             println!("{id}");
+            if !detach {
+                progress::wait_on_stdout(control, &id, Current::Version)?;
+            }
             Ok(())
         }
         ServiceCommand::Ls { quiet, no_trunc } => {
@@ -414,10 +419,10 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
             println!("{}", serde_json::to_string_pretty(&found)?);
             errors
         }
-        ServiceCommand::Scale { detach: _, pairs } => {
+        ServiceCommand::Scale { detach, pairs } => {
             let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
             let wanted: BTreeMap<&str, u64> = pairs.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-            let (_, errors) = each(&keys, |key| {
+            let (scaled, errors) = each(&keys, |key| {
                 let replicas = wanted[key];
                 op(
                     control,
@@ -427,8 +432,13 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
                     },
                 )?;
                 println!("{key} scaled to {replicas}");
-                Ok(())
+                Ok(key.to_string())
             });
+            if !detach {
+                for key in &scaled {
+                    progress::wait_on_stdout(control, key, Current::AnyVersion)?;
+                }
+            }
             errors
         }
         ServiceCommand::Update(flags) => {
