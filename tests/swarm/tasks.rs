@@ -352,3 +352,139 @@ fn tasks_reach_each_other_over_plain_and_encrypted_networks() {
         }
     }
 }
+
+/// The environment of the one process of task `name`, as `K=V` strings.
+fn environ_of(name: &str) -> Vec<String> {
+    let Ok(pid) = pid_of(name) else {
+        return Vec::new();
+    };
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
+/// Full names of the running tasks of `service` that the managers want.
+fn running_names(s: &Swarm, service: &str) -> Vec<String> {
+    tasks(s, 0, service)
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["task"]["desired_state"] == "running" && t["task"]["status"]["state"] == "running"
+        })
+        .map(full_name)
+        .collect()
+}
+
+/// `service create` and `service update` wait for convergence and show it;
+/// an update replaces every task with one that runs the new environment,
+/// `rollback` brings the old one back, and an update whose tasks fail
+/// pauses with Docker's message while the old tasks keep running.
+#[test]
+fn updates_roll_over_the_tasks_roll_back_and_pause_on_failure() {
+    let s = Swarm::new(2).unwrap();
+    s.form(1).unwrap();
+    let out = s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--restart-delay",
+            "1s",
+            "-e",
+            "V=1",
+            "--",
+            "sleep",
+            "3000",
+        ],
+    );
+    assert!(out.contains("overall progress: 3 out of 3 tasks"), "{out}");
+    assert!(out.contains("verify: Service converged"), "{out}");
+    let before = running_names(&s, "web");
+    assert_eq!(before.len(), 3);
+    assert!(before
+        .iter()
+        .all(|n| environ_of(n).contains(&"V=1".to_string())));
+
+    // Scaling replaces nothing.
+    s.shoal_ok(0, &["service", "scale", "web=3"]);
+    let mut same = running_names(&s, "web");
+    same.sort();
+    let mut sorted = before.clone();
+    sorted.sort();
+    assert_eq!(same, sorted);
+
+    let out = s.shoal_ok(
+        0,
+        &[
+            "service",
+            "update",
+            "--env-add",
+            "V=2",
+            "--update-parallelism",
+            "2",
+            "web",
+        ],
+    );
+    assert!(out.contains("verify: Service converged"), "{out}");
+    let after = running_names(&s, "web");
+    assert_eq!(after.len(), 3, "{after:?}");
+    for n in &after {
+        assert!(!before.contains(n), "{n} was not replaced");
+        assert!(environ_of(n).contains(&"V=2".to_string()), "{n}");
+    }
+    let inspect: Value =
+        serde_json::from_str(&s.shoal_ok(0, &["service", "inspect", "web"])).unwrap();
+    assert_eq!(
+        inspect[0]["UpdateStatus"]["State"], "completed",
+        "{inspect}"
+    );
+
+    let out = s.shoal_ok(0, &["service", "rollback", "web"]);
+    assert!(out.contains("verify: Service converged"), "{out}");
+    let rolled = running_names(&s, "web");
+    assert_eq!(rolled.len(), 3);
+    for n in &rolled {
+        assert!(environ_of(n).contains(&"V=1".to_string()), "{n}");
+    }
+
+    // A command that fails at once: the update pauses, the rest stay.
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--args",
+            "false",
+            "--update-failure-action",
+            "pause",
+            "web",
+        ],
+    );
+    s.wait_for(Duration::from_secs(20), "the update paused", || {
+        let v: Value = serde_json::from_str(&s.shoal_ok(0, &["service", "inspect", "web"]))?;
+        Ok(v[0]["UpdateStatus"]["State"] == "paused")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let v: Value = serde_json::from_str(&s.shoal_ok(0, &["service", "inspect", "web"])).unwrap();
+    let message = v[0]["UpdateStatus"]["Message"].as_str().unwrap();
+    assert!(
+        message.starts_with("update paused due to failure or early termination of task"),
+        "{message}"
+    );
+    let still: Vec<String> = running_names(&s, "web")
+        .into_iter()
+        .filter(|n| rolled.contains(n))
+        .collect();
+    assert_eq!(still.len(), 2, "the two tasks not yet updated keep running");
+    let err = s.shoal_err(0, &["service", "update", "--publish-rm", "443", "web"]);
+    assert!(err.contains("443"), "{err}");
+    let err = s.shoal_err(0, &["service", "rollback", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use shoal_manager::ops::{Op, OpReply};
+use shoal_manager::state::update::UpdateState;
 use shoal_manager::state::{ServiceMode, Task, TaskState};
 use shoal_manager::views::{short_id, ServiceView, TaskView};
 
@@ -153,8 +154,7 @@ fn slot_text(tasks: &[&Task], stalled: bool) -> (String, bool) {
 pub fn frame(view: &ServiceView, tasks: &[TaskView], current: Current, stalled: bool) -> Frame {
     let service = &view.service;
     let ours = tasks.iter().map(|t| &t.task).filter(|t| {
-        t.service_id == service.id
-            && (current == Current::AnyVersion || t.spec_version == service.version)
+        t.service_id == service.id && (current == Current::AnyVersion || !service.is_outdated(t))
     });
     let (mut running, mut lines) = (0, Vec::new());
     let expected = match service.spec.mode {
@@ -247,11 +247,20 @@ impl Watch {
     pub fn step(&mut self, view: &ServiceView, tasks: &[TaskView], elapsed: Duration) -> Step {
         let stalled = elapsed >= STALLED_AFTER;
         let f = frame(view, tasks, self.current, stalled);
-        let all_running = f.all_running();
+        // A rolling update is over when the managers say so: each new task
+        // must also outlive the update's monitor period.
+        let update = view.service.update_status.as_ref();
+        let updating = update.is_some_and(|u| u.state.in_progress());
+        let paused =
+            update.filter(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
+        let all_running = f.all_running() && !updating;
         let mut lines = vec![f.overall];
         lines.extend(f.tasks);
         let mut done = false;
-        if all_running {
+        if let Some(u) = paused {
+            lines.push(format!("verify: {}", u.message));
+            done = true;
+        } else if all_running {
             let since = *self.stable_since.get_or_insert(elapsed);
             if elapsed.saturating_sub(since) >= STABLE_FOR {
                 lines.push("verify: Service converged".into());
@@ -365,6 +374,13 @@ pub(crate) fn wait(
         let step = watch.step(&view, &tasks, start.elapsed());
         screen.draw(&step.lines, out)?;
         if step.done {
+            if let Some(u) =
+                view.service.update_status.as_ref().filter(|u| {
+                    matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused)
+                })
+            {
+                bail!("service {key}: {}", u.message);
+            }
             return Ok(());
         }
         std::thread::sleep(POLL_EVERY);

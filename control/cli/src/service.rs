@@ -86,6 +86,9 @@ pub struct CreateFlags {
     /// What a failing update does: pause, continue or rollback.
     #[arg(long, value_name = "ACTION", value_parser = parse_from_str::<FailureAction>)]
     update_failure_action: Option<FailureAction>,
+    /// How long a new task must run to count as updated (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    update_monitor: Option<u64>,
     /// vip or dnsrr.
     #[arg(long, value_name = "MODE", value_parser = parse_from_str::<EndpointMode>)]
     endpoint_mode: Option<EndpointMode>,
@@ -146,6 +149,9 @@ pub struct UpdateFlags {
     /// What a failing update does: pause, continue or rollback.
     #[arg(long, value_name = "ACTION", value_parser = parse_from_str::<FailureAction>)]
     update_failure_action: Option<FailureAction>,
+    /// How long a new task must run to count as updated.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    update_monitor: Option<u64>,
     /// Replace the tasks even if nothing they run changed.
     #[arg(long)]
     force: bool,
@@ -185,6 +191,7 @@ impl UpdateFlags {
             update_delay_ns: self.update_delay,
             update_order: self.update_order,
             update_failure_action: self.update_failure_action,
+            update_monitor_ns: self.update_monitor,
             force: self.force,
         })
     }
@@ -247,6 +254,7 @@ impl CreateFlags {
                 delay_ns: self.update_delay.unwrap_or(u.delay_ns),
                 order: self.update_order.unwrap_or(u.order),
                 failure_action: self.update_failure_action.unwrap_or(u.failure_action),
+                monitor_ns: self.update_monitor.unwrap_or(u.monitor_ns),
             },
             endpoint_mode: self.endpoint_mode.unwrap_or_default(),
             labels: args::labels(&self.labels),
@@ -436,7 +444,7 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
             });
             if !detach {
                 for key in &scaled {
-                    progress::wait_on_stdout(control, key, Current::AnyVersion)?;
+                    progress::wait_on_stdout(control, key, Current::Version)?;
                 }
             }
             errors
@@ -451,9 +459,12 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
                 },
             )?;
             println!("{}", flags.service);
+            if !flags.detach {
+                progress::wait_on_stdout(control, &flags.service, Current::Version)?;
+            }
             Ok(())
         }
-        ServiceCommand::Rollback { detach: _, service } => {
+        ServiceCommand::Rollback { detach, service } => {
             op(
                 control,
                 &Op::RollbackService {
@@ -461,6 +472,9 @@ pub fn run(control: &Path, command: ServiceCommand, now: u64) -> anyhow::Result<
                 },
             )?;
             println!("{service}");
+            if !detach {
+                progress::wait_on_stdout(control, &service, Current::Version)?;
+            }
             Ok(())
         }
         ServiceCommand::Logs {

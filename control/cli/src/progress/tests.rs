@@ -14,6 +14,8 @@ fn service(mode: ServiceMode, version: u64) -> ServiceView {
             created_at: 0,
             updated_at: 0,
             previous_spec: None,
+            redeploy_version: version,
+            update_status: None,
         },
         running: 0,
         desired: 0,
@@ -134,6 +136,7 @@ fn global_lines_are_keyed_by_node_id_prefix() {
 fn old_versions_and_tasks_being_stopped_do_not_count() {
     let mut view = replicated(1);
     view.service.version = 2;
+    view.service.redeploy_version = 2;
     let mut old = slot(1, TaskState::Running);
     old.task.desired_state = TaskState::Shutdown;
     old.task.spec_version = 1;
@@ -143,8 +146,8 @@ fn old_versions_and_tasks_being_stopped_do_not_count() {
     let f = frame(&view, &[old.clone(), new.clone()], Current::Version, false);
     assert_eq!(f.tasks, [format!("1/1: {}", progress(TaskState::Assigned))]);
     assert_eq!(f.running, 0);
-    // An old version that still runs (not being replaced) counts for a scale
-    // only.
+    // An outdated task that still runs (not replaced yet) counts only when
+    // any version will do.
     old.task.desired_state = TaskState::Running;
     assert_eq!(
         frame(&view, &[old.clone()], Current::Version, false).running,

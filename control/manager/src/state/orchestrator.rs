@@ -236,7 +236,7 @@ pub fn reconcile(
             outdated: &outdated,
             now,
         };
-        match roll(&update, &mut plan) {
+        match roll(&update, &plan) {
             Roll::Batch(old) => {
                 for t in old {
                     let node = if t.slot.is_none() {
@@ -560,9 +560,16 @@ fn roll<'a>(u: &UpdateContext<'a>, plan: &Plan) -> Roll<'a> {
             }
         }
     }
+    // A new task is in flight until it has run for the monitor period.
+    let monitor = policy.monitor_ns.div_ceil(1_000_000_000);
     let in_flight = fresh
         .iter()
-        .filter(|t| t.is_live() && t.status.state < TaskState::Running)
+        .filter(|t| {
+            t.is_live()
+                && (t.status.state < TaskState::Running
+                    || (t.status.state == TaskState::Running
+                        && u.now < t.status.timestamp.saturating_add(monitor)))
+        })
         .count();
     let waiting: Vec<&Task> = u
         .outdated

@@ -340,16 +340,26 @@ pub struct UpdateConfig {
     pub order: UpdateOrder,
     /// What to do when an update fails.
     pub failure_action: FailureAction,
+    /// How long a new task must run before it counts as updated
+    /// (`--update-monitor`), in nanoseconds; failing within it fails the
+    /// update.
+    #[serde(default = "default_monitor_ns")]
+    pub monitor_ns: u64,
+}
+
+fn default_monitor_ns() -> u64 {
+    5_000_000_000
 }
 
 impl Default for UpdateConfig {
-    /// Docker's: one at a time, no delay, stop-first, pause.
+    /// Docker's: one at a time, no delay, stop-first, pause, 5 s monitor.
     fn default() -> Self {
         UpdateConfig {
             parallelism: 1,
             delay_ns: 0,
             order: UpdateOrder::StopFirst,
             failure_action: FailureAction::Pause,
+            monitor_ns: default_monitor_ns(),
         }
     }
 }

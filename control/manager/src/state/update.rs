@@ -157,6 +157,9 @@ pub struct ServiceChanges {
     /// `--update-failure-action`.
     #[serde(default)]
     pub update_failure_action: Option<FailureAction>,
+    /// `--update-monitor`, nanoseconds.
+    #[serde(default)]
+    pub update_monitor_ns: Option<u64>,
     /// `--force`: replace the tasks even if nothing they run changed.
     #[serde(default)]
     pub force: bool,
@@ -230,6 +233,7 @@ pub fn apply_changes(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<Ser
     u.delay_ns = c.update_delay_ns.unwrap_or(u.delay_ns);
     u.order = c.update_order.unwrap_or(u.order);
     u.failure_action = c.update_failure_action.unwrap_or(u.failure_action);
+    u.monitor_ns = c.update_monitor_ns.unwrap_or(u.monitor_ns);
     Ok(new)
 }
 

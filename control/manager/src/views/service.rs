@@ -202,6 +202,12 @@ pub fn service_inspect(v: &ServiceView) -> Value {
             "Ports": ports_json(&s.spec.ports),
         },
         "ServiceStatus": {"RunningTasks": v.running, "DesiredTasks": v.desired},
+        "UpdateStatus": s.update_status.as_ref().map(|u| json!({
+            "State": u.state,
+            "StartedAt": rfc3339(u.started_at),
+            "CompletedAt": u.completed_at.map(rfc3339),
+            "Message": u.message,
+        })),
     })
 }
 
@@ -252,6 +258,7 @@ fn spec_json(spec: &crate::state::ServiceSpec) -> Value {
             "Delay": update.delay_ns,
             "DelayText": format_duration(update.delay_ns),
             "FailureAction": serde_json::to_value(update.failure_action).unwrap_or(Value::Null),
+            "Monitor": update.monitor_ns,
             "Order": serde_json::to_value(update.order).unwrap_or(Value::Null),
         },
         "EndpointSpec": endpoint_json(spec),

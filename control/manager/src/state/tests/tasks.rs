@@ -420,7 +420,10 @@ fn rolling_updates_go_batch_by_batch_and_complete() {
     // A new command: one task at a time (stop-first), each once the last runs.
     update(
         &mut s,
-        |sp| sp.command = vec!["sleep".into(), "2000".into()],
+        |sp| {
+            sp.command = vec!["sleep".into(), "2000".into()];
+            sp.update.monitor_ns = 0;
+        },
         310,
     );
     converge_at(&mut s, 310);
@@ -438,6 +441,22 @@ fn rolling_updates_go_batch_by_batch_and_complete() {
     let status = s.services["svc1"].update_status.clone().unwrap();
     assert_eq!(status.state, UpdateState::Completed, "{status:?}");
     assert_eq!(status.completed_at, Some(314));
+}
+
+#[test]
+fn a_new_task_counts_as_updated_only_after_the_monitor_period() {
+    let mut s = cluster();
+    service(&mut s, web(2, vec![]), "svc1");
+    converge_at(&mut s, 300);
+    run_all(&mut s, 301);
+    update(&mut s, |sp| sp.command = vec!["false".into()], 310);
+    converge_at(&mut s, 310);
+    run_all(&mut s, 311);
+    // Running since 311: with the 5 s monitor the next batch waits.
+    converge_at(&mut s, 315);
+    assert_eq!(versions(&s), (1, 1));
+    converge_at(&mut s, 316);
+    assert_eq!(versions(&s), (0, 2));
 }
 
 #[test]
