@@ -194,6 +194,10 @@ fn task_environment_hostname_and_logs() {
             "2",
             "--restart-condition",
             "none",
+            "--limit-cpu",
+            "0.5",
+            "--limit-memory",
+            "64m",
             "-e",
             "GREETING=hi-{{.Task.Slot}}-{{.Service.Name}}@{{.Node.Hostname}}",
             "--",
@@ -240,6 +244,25 @@ fn task_environment_hostname_and_logs() {
     assert_eq!(tasks(&s, 0, "hello").unwrap().len(), 2);
     let raw = s.shoal_ok(0, &["service", "logs", "--raw", "hello"]);
     assert_eq!(raw.lines().filter(|l| *l == "oops").count(), 2, "{raw}");
+    // Limits are kept (and applied where the node has cgroup v2 controllers).
+    let v: Value = serde_json::from_str(&s.shoal_ok(0, &["service", "inspect", "hello"])).unwrap();
+    let limits = &v[0]["Spec"]["TaskTemplate"]["Resources"]["Limits"];
+    assert_eq!(limits["NanoCPUs"], 500_000_000u64, "{v}");
+    assert_eq!(limits["MemoryBytes"], 64u64 << 20, "{v}");
+    let err = s.shoal_err(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--limit-memory",
+            "1k",
+            "--",
+            "true",
+        ],
+    );
+    assert!(err.contains("minimum is 6m"), "{err}");
     let err = s.shoal_err(0, &["service", "logs", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
 }

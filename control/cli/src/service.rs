@@ -12,8 +12,8 @@ use hyper::Method;
 use shoal_manager::ops::{Op, OpReply};
 use shoal_manager::state::constraint::Constraint;
 use shoal_manager::state::service::{
-    parse_duration, EndpointMode, FailureAction, PortConfig, RestartCondition, RestartPolicy,
-    UpdateConfig, UpdateOrder,
+    parse_cpus, parse_duration, parse_memory, EndpointMode, FailureAction, Limits, PortConfig,
+    RestartCondition, RestartPolicy, UpdateConfig, UpdateOrder,
 };
 use shoal_manager::state::update::ServiceChanges;
 use shoal_manager::state::{ServiceMode, ServiceSpec};
@@ -89,6 +89,12 @@ pub struct CreateFlags {
     /// How long a new task must run to count as updated (default 5s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     update_monitor: Option<u64>,
+    /// Limit each task to this many CPUs (e.g. 0.5; cgroup v2 where present).
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    limit_cpu: Option<u64>,
+    /// Limit each task's memory (e.g. 64m, 1g; cgroup v2 where present).
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    limit_memory: Option<u64>,
     /// vip or dnsrr.
     #[arg(long, value_name = "MODE", value_parser = parse_from_str::<EndpointMode>)]
     endpoint_mode: Option<EndpointMode>,
@@ -152,6 +158,12 @@ pub struct UpdateFlags {
     /// How long a new task must run to count as updated.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     update_monitor: Option<u64>,
+    /// Limit each task to this many CPUs (e.g. 0.5; cgroup v2 where present).
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    limit_cpu: Option<u64>,
+    /// Limit each task's memory (e.g. 64m, 1g; cgroup v2 where present).
+    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
+    limit_memory: Option<u64>,
     /// Replace the tasks even if nothing they run changed.
     #[arg(long)]
     force: bool,
@@ -192,6 +204,8 @@ impl UpdateFlags {
             update_order: self.update_order,
             update_failure_action: self.update_failure_action,
             update_monitor_ns: self.update_monitor,
+            limit_cpu: self.limit_cpu,
+            limit_memory: self.limit_memory,
             force: self.force,
         })
     }
@@ -258,6 +272,10 @@ impl CreateFlags {
             },
             endpoint_mode: self.endpoint_mode.unwrap_or_default(),
             labels: args::labels(&self.labels),
+            limits: Limits {
+                nano_cpus: self.limit_cpu,
+                memory_bytes: self.limit_memory,
+            },
         })
     }
 }

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::state::service::Limits;
 use crate::state::{ClusterState, TaskNetwork, TaskState};
 
 /// A task as its node must run it.
@@ -41,6 +42,9 @@ pub struct AssignedTask {
     pub env: Vec<String>,
     /// Its addresses, in interface order (`eth0` first).
     pub networks: Vec<TaskNetwork>,
+    /// Its resource limits.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// One of the networks a node's tasks are attached to.
@@ -112,6 +116,7 @@ pub fn assignments(state: &ClusterState, node: &str) -> Assignments {
             command: service.spec.command.clone(),
             env: service.spec.env.clone(),
             networks: task.networks.clone(),
+            limits: service.spec.limits,
         });
     }
     let mut remotes: BTreeMap<&str, Vec<RemoteTask>> = BTreeMap::new();

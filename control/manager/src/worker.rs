@@ -391,7 +391,10 @@ impl Worker {
             command: task.command.clone(),
             env,
             resolv_conf: RESOLV_CONF.into(),
-            limits: Default::default(),
+            limits: shoal_runtime::Limits {
+                nano_cpus: task.limits.nano_cpus,
+                memory_bytes: task.limits.memory_bytes,
+            },
         })
     }
 
@@ -626,6 +629,7 @@ mod tests {
             command: vec!["true".into()],
             env: vec![],
             networks: vec![],
+            limits: Default::default(),
         }
     }
 

@@ -434,6 +434,56 @@ pub struct ServiceSpec {
     /// `--label`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `--limit-cpu`, `--limit-memory`.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A task's resource limits (cgroup v2 on its node, where present).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// CPUs in billionths (`--limit-cpu 0.5` is 500 000 000).
+    #[serde(default)]
+    pub nano_cpus: Option<u64>,
+    /// Bytes of memory.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+}
+
+/// Parses Docker's `--limit-cpu` (a decimal number of CPUs, e.g. `0.5`).
+pub fn parse_cpus(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid CPU limit {s:?}: give a number of CPUs above 0, e.g. 0.5 or 2");
+    let v: f64 = s.parse().map_err(|_| bad())?;
+    if !v.is_finite() || v <= 0.0 || v > 1e6 {
+        return Err(bad());
+    }
+    Ok((v * 1e9).round() as u64)
+}
+
+/// Parses Docker's memory sizes: bytes, or a number with b, k, m or g
+/// (powers of 1024), e.g. `64m`; at least 6 MiB, as Docker asks.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid memory limit {s:?}: give a size like 64m, 1g or 536870912");
+    let lower = s.trim().to_ascii_lowercase();
+    let lower = lower
+        .strip_suffix('b')
+        .filter(|r| r.ends_with(['k', 'm', 'g']))
+        .unwrap_or(&lower);
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some('b') => (&lower[..lower.len() - 1], 1),
+        _ => (lower, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if bytes < 6 << 20 {
+        return Err(format!(
+            "invalid memory limit {s:?}: the minimum is 6m (6291456 bytes)"
+        ));
+    }
+    Ok(bytes)
 }
 
 impl ServiceSpec {
@@ -1038,5 +1088,24 @@ mod tests {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.title().to_lowercase()));
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_memory_limits_parse_like_docker() {
+        assert_eq!(parse_cpus("0.5").unwrap(), 500_000_000);
+        assert_eq!(parse_cpus("2").unwrap(), 2_000_000_000);
+        assert!(parse_cpus("0").unwrap_err().contains("\"0\""));
+        assert!(parse_cpus("lots").is_err());
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("64mb").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("8388608").unwrap(), 8 << 20);
+        assert!(parse_memory("1m").unwrap_err().contains("minimum"));
+        assert!(parse_memory("12x").is_err());
     }
 }

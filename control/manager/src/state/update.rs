@@ -70,6 +70,7 @@ pub fn redeploys(old: &ServiceSpec, new: &ServiceSpec) -> bool {
         || old.env != new.env
         || old.networks != new.networks
         || old.ports != new.ports
+        || old.limits != new.limits
 }
 
 impl Service {
@@ -160,6 +161,12 @@ pub struct ServiceChanges {
     /// `--update-monitor`, nanoseconds.
     #[serde(default)]
     pub update_monitor_ns: Option<u64>,
+    /// `--limit-cpu`, nano CPUs.
+    #[serde(default)]
+    pub limit_cpu: Option<u64>,
+    /// `--limit-memory`, bytes.
+    #[serde(default)]
+    pub limit_memory: Option<u64>,
     /// `--force`: replace the tasks even if nothing they run changed.
     #[serde(default)]
     pub force: bool,
@@ -234,6 +241,12 @@ pub fn apply_changes(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<Ser
     u.order = c.update_order.unwrap_or(u.order);
     u.failure_action = c.update_failure_action.unwrap_or(u.failure_action);
     u.monitor_ns = c.update_monitor_ns.unwrap_or(u.monitor_ns);
+    if c.limit_cpu.is_some() {
+        new.limits.nano_cpus = c.limit_cpu;
+    }
+    if c.limit_memory.is_some() {
+        new.limits.memory_bytes = c.limit_memory;
+    }
     Ok(new)
 }
 

@@ -241,6 +241,10 @@ fn spec_json(spec: &crate::state::ServiceSpec) -> Value {
         "Labels": spec.labels,
         "TaskTemplate": {
             "ContainerSpec": {"Command": spec.command, "Env": spec.env},
+            "Resources": {"Limits": {
+                "NanoCPUs": spec.limits.nano_cpus.unwrap_or(0),
+                "MemoryBytes": spec.limits.memory_bytes.unwrap_or(0),
+            }},
             "RestartPolicy": {
                 "Condition": serde_json::to_value(restart.condition).unwrap_or(Value::Null),
                 "Delay": restart.delay_ns,
