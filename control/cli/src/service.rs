@@ -65,6 +65,24 @@ pub struct CreateFlags {
     /// A label (key=value).
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    #[command(flatten)]
+    policy: PolicyFlags,
+    /// vip or dnsrr.
+    #[arg(long, value_name = "MODE", value_parser = parse_from_str::<EndpointMode>)]
+    endpoint_mode: Option<EndpointMode>,
+    /// Return at once instead of showing progress until the tasks run.
+    #[arg(long, short)]
+    detach: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// The restart, update and resource flags that `service create` and
+/// `service update` share; unset ones keep the default (create) or the
+/// current value (update).
+#[derive(Debug, Args)]
+pub struct PolicyFlags {
     /// When to restart a task's process: none, on-failure or any.
     #[arg(long, value_name = "COND", value_parser = parse_from_str::<RestartCondition>)]
     restart_condition: Option<RestartCondition>,
@@ -95,15 +113,6 @@ pub struct CreateFlags {
     /// Limit each task's memory (e.g. 64m, 1g; cgroup v2 where present).
     #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
     limit_memory: Option<u64>,
-    /// vip or dnsrr.
-    #[arg(long, value_name = "MODE", value_parser = parse_from_str::<EndpointMode>)]
-    endpoint_mode: Option<EndpointMode>,
-    /// Return at once instead of showing progress until the tasks run.
-    #[arg(long, short)]
-    detach: bool,
-    /// The command and its arguments, after `--`.
-    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
-    command: Vec<String>,
 }
 
 /// The flags of `service update`.
@@ -134,36 +143,8 @@ pub struct UpdateFlags {
     /// Stop publishing the port with this target.
     #[arg(long, value_name = "TARGET")]
     publish_rm: Vec<u16>,
-    /// When to restart a task's process: none, on-failure or any.
-    #[arg(long, value_name = "COND", value_parser = parse_from_str::<RestartCondition>)]
-    restart_condition: Option<RestartCondition>,
-    /// How long to wait between restarts.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    restart_delay: Option<u64>,
-    /// How many restarts before giving up (0: no limit).
-    #[arg(long, value_name = "N")]
-    restart_max_attempts: Option<u64>,
-    /// How many tasks a rolling update replaces at once (0: all).
-    #[arg(long, value_name = "N")]
-    update_parallelism: Option<u64>,
-    /// How long to wait between batches.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    update_delay: Option<u64>,
-    /// stop-first or start-first.
-    #[arg(long, value_name = "ORDER", value_parser = parse_from_str::<UpdateOrder>)]
-    update_order: Option<UpdateOrder>,
-    /// What a failing update does: pause, continue or rollback.
-    #[arg(long, value_name = "ACTION", value_parser = parse_from_str::<FailureAction>)]
-    update_failure_action: Option<FailureAction>,
-    /// How long a new task must run to count as updated.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    update_monitor: Option<u64>,
-    /// Limit each task to this many CPUs (e.g. 0.5; cgroup v2 where present).
-    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
-    limit_cpu: Option<u64>,
-    /// Limit each task's memory (e.g. 64m, 1g; cgroup v2 where present).
-    #[arg(long, value_name = "BYTES", value_parser = parse_memory)]
-    limit_memory: Option<u64>,
+    #[command(flatten)]
+    policy: PolicyFlags,
     /// Replace the tasks even if nothing they run changed.
     #[arg(long)]
     force: bool,
@@ -196,16 +177,16 @@ impl UpdateFlags {
             constraint_rm: self.constraint_rm.clone(),
             publish_add: self.publish_add.clone(),
             publish_rm: self.publish_rm.clone(),
-            restart_condition: self.restart_condition,
-            restart_delay_ns: self.restart_delay,
-            restart_max_attempts: self.restart_max_attempts,
-            update_parallelism: self.update_parallelism,
-            update_delay_ns: self.update_delay,
-            update_order: self.update_order,
-            update_failure_action: self.update_failure_action,
-            update_monitor_ns: self.update_monitor,
-            limit_cpu: self.limit_cpu,
-            limit_memory: self.limit_memory,
+            restart_condition: self.policy.restart_condition,
+            restart_delay_ns: self.policy.restart_delay,
+            restart_max_attempts: self.policy.restart_max_attempts,
+            update_parallelism: self.policy.update_parallelism,
+            update_delay_ns: self.policy.update_delay,
+            update_order: self.policy.update_order,
+            update_failure_action: self.policy.update_failure_action,
+            update_monitor_ns: self.policy.update_monitor,
+            limit_cpu: self.policy.limit_cpu,
+            limit_memory: self.policy.limit_memory,
             force: self.force,
         })
     }
@@ -249,6 +230,7 @@ impl CreateFlags {
         }
         let r = RestartPolicy::default();
         let u = UpdateConfig::default();
+        let p = &self.policy;
         Ok(ServiceSpec {
             name: self.name,
             mode,
@@ -259,22 +241,22 @@ impl CreateFlags {
             constraints: self.constraints,
             max_replicas_per_node: self.replicas_max_per_node,
             restart: RestartPolicy {
-                condition: self.restart_condition.unwrap_or(r.condition),
-                delay_ns: self.restart_delay.unwrap_or(r.delay_ns),
-                max_attempts: self.restart_max_attempts.unwrap_or(r.max_attempts),
+                condition: p.restart_condition.unwrap_or(r.condition),
+                delay_ns: p.restart_delay.unwrap_or(r.delay_ns),
+                max_attempts: p.restart_max_attempts.unwrap_or(r.max_attempts),
             },
             update: UpdateConfig {
-                parallelism: self.update_parallelism.unwrap_or(u.parallelism),
-                delay_ns: self.update_delay.unwrap_or(u.delay_ns),
-                order: self.update_order.unwrap_or(u.order),
-                failure_action: self.update_failure_action.unwrap_or(u.failure_action),
-                monitor_ns: self.update_monitor.unwrap_or(u.monitor_ns),
+                parallelism: p.update_parallelism.unwrap_or(u.parallelism),
+                delay_ns: p.update_delay.unwrap_or(u.delay_ns),
+                order: p.update_order.unwrap_or(u.order),
+                failure_action: p.update_failure_action.unwrap_or(u.failure_action),
+                monitor_ns: p.update_monitor.unwrap_or(u.monitor_ns),
             },
             endpoint_mode: self.endpoint_mode.unwrap_or_default(),
             labels: args::labels(&self.labels),
             limits: Limits {
-                nano_cpus: self.limit_cpu,
-                memory_bytes: self.limit_memory,
+                nano_cpus: p.limit_cpu,
+                memory_bytes: p.limit_memory,
             },
         })
     }
