@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use shoal_manager::ops::{Op, OpReply};
-use shoal_manager::state::update::UpdateState;
 use shoal_manager::state::{ServiceMode, Task, TaskState};
 use shoal_manager::views::{short_id, ServiceView, TaskView};
 
@@ -251,8 +250,7 @@ impl Watch {
         // must also outlive the update's monitor period.
         let update = view.service.update_status.as_ref();
         let updating = update.is_some_and(|u| u.state.in_progress());
-        let paused =
-            update.filter(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
+        let paused = update.filter(|u| u.state.is_paused());
         let all_running = f.all_running() && !updating;
         let mut lines = vec![f.overall];
         lines.extend(f.tasks);
@@ -374,10 +372,11 @@ pub(crate) fn wait(
         let step = watch.step(&view, &tasks, start.elapsed());
         screen.draw(&step.lines, out)?;
         if step.done {
-            if let Some(u) =
-                view.service.update_status.as_ref().filter(|u| {
-                    matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused)
-                })
+            if let Some(u) = view
+                .service
+                .update_status
+                .as_ref()
+                .filter(|u| u.state.is_paused())
             {
                 bail!("service {key}: {}", u.message);
             }

@@ -14,7 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use shoal_manager::dispatch::NetworkAssignment;
-use shoal_manager::state::{ClusterKey, TaskNetwork};
+use shoal_manager::state::task::task_mac;
+use shoal_manager::state::ClusterKey;
 use shoal_manager::worker::NetworkAttacher;
 use shoal_node::config::{
     DataPlaneConfig, Encryption, LocalEndpointConfig, NetworkConfig, RemoteEndpoint,
@@ -82,13 +83,7 @@ pub fn key_ring(keys: &[ClusterKey], now: u64) -> Result<KeyRing, String> {
 }
 
 fn mac_of(ip: Ipv4Addr) -> MacAddr {
-    MacAddr(
-        TaskNetwork {
-            network_id: String::new(),
-            ip,
-        }
-        .mac(),
-    )
+    MacAddr(task_mac(ip))
 }
 
 fn now_secs() -> u64 {
@@ -129,19 +124,21 @@ impl NetworkAttacher for DataPlaneAttacher {
                     node: r.node,
                 })
                 .collect();
+            let peers = n.peers();
             let config = NetworkConfig {
                 name: n.id.clone(),
                 vni: shoal_overlay::vxlan::Vni::new(n.vni).map_err(|e| e.to_string())?,
                 subnet: n.subnet,
                 encryption,
-                peers: n.peers(),
+                peers: peers.clone(),
                 remotes: remotes.clone(),
             };
             if let Err(e) = dp.add_network(config) {
                 errors.push(format!("network {}: {e}", n.name));
                 continue;
             }
-            if let Err(e) = dp.set_peers(&n.id, &n.peers()) {
+            // Adding adds peers; this drops the ones no longer listed.
+            if let Err(e) = dp.set_peers(&n.id, &peers) {
                 errors.push(format!("network {}: {e}", n.name));
             }
             let now: BTreeSet<Ipv4Addr> = remotes.iter().map(|r| r.ip).collect();

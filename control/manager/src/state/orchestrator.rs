@@ -98,12 +98,11 @@ pub fn reconcile(
             .into_iter()
             .filter(|t| t.is_live() || t.desired_state == TaskState::Complete)
             .collect();
-        let holders_all = holders.clone();
         // Tasks on nodes they may not stay on make way for replacements.
         let mut kept: Vec<&Task> = Vec::new();
         // Placed tasks made from an older spec than the tasks must run.
         let mut outdated: Vec<&Task> = Vec::new();
-        for task in holders {
+        for &task in &holders {
             let placed = task.status.state >= TaskState::Assigned;
             if !task.is_live() {
                 kept.push(task);
@@ -232,7 +231,7 @@ pub fn reconcile(
         }
         let update = UpdateContext {
             service,
-            holders: &holders_all,
+            holders: &holders,
             outdated: &outdated,
             now,
         };

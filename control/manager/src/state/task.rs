@@ -30,12 +30,17 @@ pub struct TaskNetwork {
 }
 
 impl TaskNetwork {
-    /// The interface's MAC address, Docker's way: `02:42` then the IPv4
-    /// address, so it is unique wherever the address is.
+    /// The interface's MAC address ([`task_mac`] of its address).
     pub fn mac(&self) -> [u8; 6] {
-        let o = self.ip.octets();
-        [0x02, 0x42, o[0], o[1], o[2], o[3]]
+        task_mac(self.ip)
     }
+}
+
+/// A task interface's MAC address, Docker's way: `02:42` then the IPv4
+/// address, so it is unique wherever the address is.
+pub fn task_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
 /// One report from a node: a task's new status.

@@ -46,6 +46,11 @@ impl UpdateState {
     pub fn in_progress(self) -> bool {
         matches!(self, UpdateState::Updating | UpdateState::RollbackStarted)
     }
+
+    /// Whether it stopped after a failure, waiting for the next update.
+    pub fn is_paused(self) -> bool {
+        matches!(self, UpdateState::Paused | UpdateState::RollbackPaused)
+    }
 }
 
 /// Where a service's last update stands.
