@@ -94,6 +94,13 @@ pub enum TopologyError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A namespace with a fixed name ([`crate::TopologyBuilder::fixed_names`])
+    /// exists already.
+    #[error("network namespace {name} exists already; remove what left it (for a lab: `shoal lab down`) or pick another name")]
+    Exists {
+        /// The namespace's name.
+        name: String,
+    },
     /// A namespace handle was used after its topology removed the namespace.
     #[error("network namespace {name} was removed with its topology; keep the Topology alive while its namespaces are in use")]
     Removed {

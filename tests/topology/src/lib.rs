@@ -17,6 +17,11 @@
 //!   failing assertion still leaves the machine clean. Runs that were killed
 //!   outright leave namespaces whose pid is gone; [`sweep_stale`] removes them,
 //!   and every build calls it first.
+//! - **A topology can outlive its process** (`shoal lab`): built with
+//!   [`TopologyBuilder::fixed_names`], its namespaces get names a later process
+//!   can find (`<prefix>-n1`), [`Topology::persist`] hands them over instead of
+//!   removing them, and [`teardown`] removes them when asked. Fixed names never
+//!   look like the pid-based ones, so the sweeper leaves them alone.
 //!
 //! The topology is made with the `ip` command (iproute2), which is what a person
 //! debugging a failed test would use too; closures run inside a namespace through
@@ -51,8 +56,9 @@ pub use child::{ManagedChild, TERMINATE_GRACE};
 pub use command::COMMAND_TIME_LIMIT;
 pub use error::TopologyError;
 pub use name::{NsName, Role};
-pub use namespace::Namespace;
+pub use namespace::{existing_namespaces, netns_command, teardown, Namespace};
 pub use sweep::sweep_stale;
 pub use topology::{
-    Host, Topology, TopologyBuilder, BRIDGE_IFACE, DEFAULT_UNDERLAY_MTU, UNDERLAY_IFACE,
+    Host, PersistedHost, PersistedTopology, Topology, TopologyBuilder, BRIDGE_IFACE,
+    DEFAULT_UNDERLAY_MTU, UNDERLAY_IFACE,
 };

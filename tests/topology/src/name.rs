@@ -1,4 +1,5 @@
-//! Namespace names: `shl<pid>x<topology><role><index>`.
+//! Namespace names: `shl<pid>x<topology><role><index>`, or `<prefix>-<role><n>`
+//! for topologies that outlive their process.
 //!
 //! Network namespace names live in one directory shared by every process on the
 //! machine, and several test binaries (and several tests inside each) build
@@ -113,6 +114,53 @@ fn take_number(s: &str) -> Option<(u64, &str)> {
     Some((digits.parse().ok()?, &s[len..]))
 }
 
+/// The name of a namespace of a topology built with fixed names
+/// ([`crate::TopologyBuilder::fixed_names`]): `<prefix>-br` for the bridge,
+/// `<prefix>-n1`, `<prefix>-c1`, `<prefix>-t1` for the others, counted from 1
+/// the way people count hosts (`node1` is in `<prefix>-n1`).
+///
+/// Such names always hold a `-`, which [`NsName::parse`] never accepts, so the
+/// stale-namespace sweeper cannot take them for orphans of a dead process:
+/// they are removed only by whoever asks for it ([`crate::teardown`]).
+pub fn fixed_name(prefix: &str, role: Role, index: u32) -> String {
+    match role {
+        Role::Bridge => format!("{prefix}-br"),
+        _ => format!("{prefix}-{}{}", role.letter(), u64::from(index) + 1),
+    }
+}
+
+/// The role and 0-based index of `name` if it is [`fixed_name`] of `prefix`;
+/// `None` for anything else, including the names of other prefixes that
+/// `prefix` happens to begin (`lab-a` and `lab-a-b`).
+pub fn parse_fixed(prefix: &str, name: &str) -> Option<(Role, u32)> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
+    if rest == "br" {
+        return Some((Role::Bridge, 0));
+    }
+    let mut chars = rest.chars();
+    let role = Role::from_letter(chars.next()?).filter(|r| *r != Role::Bridge)?;
+    let (n, tail) = take_number(chars.as_str())?;
+    if !tail.is_empty() || n == 0 {
+        return None;
+    }
+    Some((role, u32::try_from(n - 1).ok()?))
+}
+
+/// Checks a prefix for [`fixed_name`]: 1 to 48 bytes of ASCII letters, digits,
+/// `-`, `_` and `.`, starting with a letter or digit.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if prefix.is_empty() || prefix.len() > 48 {
+        return Err(format!("is {} bytes long; use 1 to 48", prefix.len()));
+    }
+    if !prefix.starts_with(|c: char| c.is_ascii_alphanumeric()) || !prefix.chars().all(ok_char) {
+        return Err(format!(
+            "is {prefix:?}; use ASCII letters, digits, '-', '_' and '.', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
 /// The name of the veth end that stays in the bridge namespace for the host of
 /// `role` and `index`: `vn0`, `vc12`. Interface names are limited to 15 bytes;
 /// these are unique within the bridge namespace, which is all they need to be.
@@ -176,6 +224,44 @@ mod tests {
     #[test]
     fn zero_counter_and_index_are_canonical() {
         assert_eq!(NsName::parse("shl7x0t0"), Some(name(7, 0, Role::Task, 0)));
+    }
+
+    #[test]
+    fn fixed_names_round_trip_and_are_never_taken_for_ours() {
+        for (role, index, name) in [
+            (Role::Bridge, 0, "shoal-lab-a-br"),
+            (Role::Node, 0, "shoal-lab-a-n1"),
+            (Role::Node, 9, "shoal-lab-a-n10"),
+            (Role::Client, 1, "shoal-lab-a-c2"),
+            (Role::Task, 2, "shoal-lab-a-t3"),
+        ] {
+            assert_eq!(fixed_name("shoal-lab-a", role, index), name);
+            assert_eq!(parse_fixed("shoal-lab-a", name), Some((role, index)));
+            // The sweeper only ever removes names that parse as ours.
+            assert_eq!(NsName::parse(name), None, "{name}");
+        }
+        // A prefix that looks like our process names still yields a `-`.
+        assert_eq!(NsName::parse(&fixed_name("shl1x0", Role::Node, 0)), None);
+    }
+
+    #[test]
+    fn fixed_names_of_other_prefixes_are_not_claimed() {
+        for other in [
+            "shoal-lab-a-b-n1",
+            "shoal-lab-a-n1-n1",
+            "shoal-lab-a-n0",
+            "shoal-lab-a-n01",
+            "shoal-lab-a-b1",
+            "shoal-lab-a-n1x",
+            "shoal-lab-a",
+            "shoal-lab-ab-n1",
+        ] {
+            assert_eq!(parse_fixed("shoal-lab-a", other), None, "{other}");
+        }
+        assert!(check_prefix("shoal-lab-a_b.c").is_ok());
+        for bad in ["", "-a", "a/b", "a b", &"x".repeat(49)] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -151,12 +151,59 @@ impl Namespace {
     }
 }
 
+/// A command that runs `program` inside the namespace called `name` (`ip
+/// netns exec NAME program`), for namespaces that outlived the topology that
+/// made them (see [`crate::Topology::persist`]).
+pub fn netns_command(name: &str, program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", name]).arg(program);
+    cmd
+}
+
+/// The names of the namespaces on this machine, as `ip netns list` knows them.
+pub fn existing_namespaces() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(NETNS_RUN_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Removes the namespaces `names`, as a topology's drop would: SIGKILL to
+/// every process still inside, then the name. Names that do not exist are
+/// skipped, so tearing down twice, or after half a teardown, is fine. Every
+/// name is tried; the first failure is returned.
+pub fn teardown<I, S>(names: I) -> Result<(), TopologyError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut first = None;
+    for name in names {
+        let name = name.as_ref();
+        if !Path::new(NETNS_RUN_DIR).join(name).exists() {
+            continue;
+        }
+        if let Err(e) = remove(name) {
+            if Path::new(NETNS_RUN_DIR).join(name).exists() {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Creates the namespace `name` (nothing in it is up yet).
 ///
-/// Names carry our pid and a counter we never reuse, so a namespace already
-/// bearing the name was left by an earlier process that had our pid and crashed;
-/// it is removed and the creation retried once.
-pub(crate) fn create(name: &str) -> Result<(), TopologyError> {
+/// With `replace_stale`, a namespace already bearing the name is taken for one
+/// left by an earlier process that had our pid and crashed (our names carry the
+/// pid and a counter we never reuse): it is removed and the creation retried
+/// once. Without it (fixed names), an existing namespace is an error.
+pub(crate) fn create(name: &str, replace_stale: bool) -> Result<(), TopologyError> {
     let add = || {
         run_checked(
             Command::new("ip").args(["netns", "add", name]),
@@ -165,6 +212,13 @@ pub(crate) fn create(name: &str) -> Result<(), TopologyError> {
         )
     };
     match add() {
+        Err(TopologyError::Command { stderr, .. })
+            if stderr.contains("File exists") && !replace_stale =>
+        {
+            return Err(TopologyError::Exists {
+                name: name.to_string(),
+            });
+        }
         Err(TopologyError::Command { stderr, .. }) if stderr.contains("File exists") => {
             log(format_args!(
                 "removing stale network namespace {name} left by an earlier process with our pid"

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::child::{lock, log, Registry};
-use crate::name::{bridge_port_name, NsName, Role};
+use crate::name::{bridge_port_name, check_prefix, fixed_name, NsName, Role};
 use crate::namespace::{self, Namespace};
 use crate::plan::{self, MAX_CLIENTS, MAX_MTU, MAX_NODES, MIN_MTU, UNDERLAY_PREFIX_LEN};
 use crate::sweep::sweep_stale;
@@ -33,6 +33,7 @@ pub struct TopologyBuilder {
     nodes: usize,
     clients: usize,
     underlay_mtu: u32,
+    fixed_prefix: Option<String>,
 }
 
 impl Default for TopologyBuilder {
@@ -41,6 +42,7 @@ impl Default for TopologyBuilder {
             nodes: 0,
             clients: 0,
             underlay_mtu: DEFAULT_UNDERLAY_MTU,
+            fixed_prefix: None,
         }
     }
 }
@@ -64,8 +66,24 @@ impl TopologyBuilder {
         self
     }
 
+    /// Names the namespaces `<prefix>-br`, `<prefix>-n1`, ... (see
+    /// [`fixed_name`]) instead of after this process, so that a later process
+    /// can find them: for topologies meant to outlive this one through
+    /// [`Topology::persist`]. The build fails with [`TopologyError::Exists`]
+    /// when one of the names is taken; nothing existing is replaced.
+    pub fn fixed_names(mut self, prefix: &str) -> Self {
+        self.fixed_prefix = Some(prefix.to_string());
+        self
+    }
+
     /// Checks the settings against the address plan, without touching the system.
     pub fn validate(&self) -> Result<(), TopologyError> {
+        if let Some(prefix) = &self.fixed_prefix {
+            check_prefix(prefix).map_err(|problem| TopologyError::InvalidConfig {
+                field: "fixed_names",
+                problem,
+            })?;
+        }
         if self.nodes > MAX_NODES {
             return Err(TopologyError::InvalidConfig {
                 field: "nodes",
@@ -102,8 +120,13 @@ impl TopologyBuilder {
         self.validate()?;
         sweep_stale();
         let owned = Owned {
-            pid: std::process::id(),
-            topology: TOPOLOGIES.fetch_add(1, Ordering::Relaxed),
+            naming: match self.fixed_prefix.clone() {
+                Some(prefix) => Naming::Fixed(prefix),
+                None => Naming::Process {
+                    pid: std::process::id(),
+                    topology: TOPOLOGIES.fetch_add(1, Ordering::Relaxed),
+                },
+            },
             children: Arc::default(),
             names: Mutex::default(),
         };
@@ -274,14 +297,78 @@ impl Topology {
     pub fn namespace_names(&self) -> Vec<String> {
         lock(&self.owned.names).clone()
     }
+
+    /// Keeps the namespaces after this topology is gone and says what they
+    /// are, for `shoal lab`, whose nodes outlive the command that made them.
+    ///
+    /// Processes started through [`Namespace::spawn`] are stopped as on drop
+    /// (their handles would stop them anyway); start what must outlive the
+    /// topology untracked, through [`Namespace::command`]. The namespaces are
+    /// removed only by [`crate::teardown`] with
+    /// [`PersistedTopology::namespace_names`]. Build with
+    /// [`TopologyBuilder::fixed_names`] so that they can be found again even
+    /// if that list is lost.
+    pub fn persist(self) -> PersistedTopology {
+        let names = std::mem::take(&mut *lock(&self.owned.names));
+        let host = |h: &Host| PersistedHost {
+            name: h.name().to_string(),
+            addr: h.addr,
+        };
+        PersistedTopology {
+            bridge: self.bridge.name().to_string(),
+            nodes: self.nodes.iter().map(host).collect(),
+            clients: self.clients.iter().map(host).collect(),
+            names,
+        }
+        // `self` drops here with no names left to remove.
+    }
+}
+
+/// A node or client of a persisted topology: its namespace's name and its
+/// underlay address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedHost {
+    /// The namespace's name.
+    pub name: String,
+    /// The address of its `eth0`.
+    pub addr: Ipv4Addr,
+}
+
+/// What is left of a [`Topology`] after [`Topology::persist`]: names and
+/// addresses only. Dropping it removes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedTopology {
+    /// The bridge namespace's name.
+    pub bridge: String,
+    /// The nodes, in order.
+    pub nodes: Vec<PersistedHost>,
+    /// The clients, in order.
+    pub clients: Vec<PersistedHost>,
+    names: Vec<String>,
+}
+
+impl PersistedTopology {
+    /// Every namespace it made, in the order they were made (pass them to
+    /// [`crate::teardown`]).
+    pub fn namespace_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// How a topology names its namespaces.
+#[derive(Debug)]
+enum Naming {
+    /// `shl<pid>x<topology>...`: unique per process, swept once it is dead.
+    Process { pid: u32, topology: u64 },
+    /// `<prefix>-n1`...: found again by a later process, never swept.
+    Fixed(String),
 }
 
 /// What a topology owns: the namespaces it made and the children started in
 /// them. Cleans up on drop, also for a topology whose build failed half way.
 #[derive(Debug)]
 struct Owned {
-    pid: u32,
-    topology: u64,
+    naming: Naming,
     children: Arc<Registry>,
     names: Mutex<Vec<String>>,
 }
@@ -290,18 +377,23 @@ impl Owned {
     /// Creates a namespace, records it for removal, and turns IPv6 off on the
     /// underlay ones.
     fn create(&self, role: Role, index: u32, label: String) -> Result<Namespace, TopologyError> {
-        let name = NsName {
-            pid: self.pid,
-            topology: self.topology,
-            role,
-            index,
-        }
-        .to_string();
+        let (name, replace_stale) = match &self.naming {
+            Naming::Process { pid, topology } => {
+                let name = NsName {
+                    pid: *pid,
+                    topology: *topology,
+                    role,
+                    index,
+                };
+                (name.to_string(), true)
+            }
+            Naming::Fixed(prefix) => (fixed_name(prefix, role, index), false),
+        };
         {
             // Recorded as soon as it exists, so that Drop removes it whatever
             // fails next.
             let mut names = lock(&self.names);
-            namespace::create(&name)?;
+            namespace::create(&name, replace_stale)?;
             names.push(name.clone());
         }
         let ns = Namespace::new(name, label, role, Arc::clone(&self.children));
@@ -334,6 +426,7 @@ mod tests {
         let cases = [
             (Topology::builder().nodes(MAX_NODES + 1), "nodes"),
             (Topology::builder().clients(MAX_CLIENTS + 1), "clients"),
+            (Topology::builder().fixed_names("a/b"), "fixed_names"),
             (
                 Topology::builder().underlay_mtu(MIN_MTU - 1),
                 "underlay_mtu",
@@ -352,6 +445,57 @@ mod tests {
             }
             assert!(err.to_string().contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn a_persisted_topology_outlives_its_process_until_teardown() {
+        let prefix = format!("shoal-topotest-{}", std::process::id());
+        let topo = match Topology::builder().nodes(2).fixed_names(&prefix).build() {
+            Ok(t) => t,
+            Err(e) if e.is_permission_denied() => {
+                eprintln!("skipped: needs root ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        // A second build with the same names is refused, touching nothing.
+        let again = Topology::builder().nodes(1).fixed_names(&prefix).build();
+        assert!(
+            matches!(again, Err(TopologyError::Exists { .. })),
+            "{again:?}"
+        );
+        let kept = topo.persist();
+        // Removes them again even if an assertion below fails.
+        struct Guard(Vec<String>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = crate::teardown(&self.0);
+            }
+        }
+        let _guard = Guard(kept.namespace_names().to_vec());
+        assert_eq!(kept.bridge, format!("{prefix}-br"));
+        assert_eq!(kept.nodes[1].name, format!("{prefix}-n2"));
+        assert_eq!(kept.nodes[1].addr, plan::node_addr(1).unwrap());
+        let exists = |n: &str| {
+            std::path::Path::new(shoal_sys::netns::NETNS_RUN_DIR)
+                .join(n)
+                .exists()
+        };
+        assert!(kept.namespace_names().iter().all(|n| exists(n)));
+        // The sweeper leaves them alone.
+        sweep_stale();
+        assert!(kept.namespace_names().iter().all(|n| exists(n)));
+        // Still wired: node 2's eth0 holds its address (no ping needed).
+        let addr = crate::netns_command(&kept.nodes[1].name, "ip")
+            .args(["-4", "-o", "addr", "show", "dev", UNDERLAY_IFACE])
+            .output()
+            .unwrap();
+        let addr = String::from_utf8_lossy(&addr.stdout);
+        assert!(addr.contains(&format!("{}/", kept.nodes[1].addr)), "{addr}");
+        crate::teardown(kept.namespace_names()).unwrap();
+        assert!(kept.namespace_names().iter().all(|n| !exists(n)));
+        // Idempotent.
+        crate::teardown(kept.namespace_names()).unwrap();
     }
 
     #[test]
