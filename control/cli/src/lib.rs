@@ -8,6 +8,7 @@ pub mod args;
 pub mod dataplane;
 pub mod doctor;
 pub mod http;
+pub mod lab;
 pub mod network;
 pub mod progress;
 pub mod secret;
@@ -101,6 +102,20 @@ enum Command {
         control: Control,
         #[command(subcommand)]
         command: secret::SecretCommand,
+    },
+    /// Run a multi-node swarm on this machine, in network namespaces (root).
+    Lab {
+        /// Where labs keep their daemons' state, sockets, logs and lab.json.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/run/shoal/lab",
+            env = "SHOAL_LAB_ROOT",
+            global = true
+        )]
+        root: PathBuf,
+        #[command(subcommand)]
+        command: lab::LabCommand,
     },
 }
 
@@ -376,6 +391,10 @@ pub fn main() -> ExitCode {
         Command::Service { control, command } => {
             service::run(&control.control, command, unix_now())
         }
+        Command::Lab { root, command } => match lab::run(&root, command) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
