@@ -648,5 +648,9 @@ fn remove_lab(dir: &Path, name: &str) -> Vec<String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => problems.push(format!("cannot remove {}: {e}", dir.display())),
     }
+    // The root goes too once it holds no lab (removing a non-empty one fails).
+    if let Some(root) = dir.parent() {
+        let _ = fs::remove_dir(root);
+    }
     problems
 }
