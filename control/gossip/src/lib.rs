@@ -1,0 +1,6 @@
+//! placeholder
+#![forbid(unsafe_code)]
+pub mod record;
+pub mod seal;
+pub mod table;
+pub mod wire;
