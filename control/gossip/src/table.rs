@@ -121,21 +121,37 @@ impl Tables {
         std::mem::take(&mut self.changed)
     }
 
-    /// Write (or tombstone, with `record = None`) a local entry; returns the
-    /// group to disseminate, or `None` when deleting something absent.
-    pub fn local_write(
+    /// Write a live local entry (`record` is `None` for network membership);
+    /// returns the group to disseminate.
+    pub fn local_put(
         &mut self,
         now: Instant,
         scope: Scope,
         key: &str,
         record: Option<EndpointRecord>,
-    ) -> Option<Group> {
-        let deleted = record.is_none();
-        let owners = self.scopes.entry(scope.clone()).or_default();
-        let mine = owners.entry(self.local.clone()).or_default();
-        if deleted && mine.get(key).is_none_or(|e| e.deleted) {
-            return None;
-        }
+    ) -> Group {
+        self.write(now, scope, key, false, record)
+    }
+
+    /// Tombstone a local entry; `None` when there is nothing live to delete.
+    pub fn local_delete(&mut self, now: Instant, scope: Scope, key: &str) -> Option<Group> {
+        let live = self
+            .scopes
+            .get(&scope)
+            .and_then(|o| o.get(&self.local))
+            .and_then(|m| m.get(key))
+            .is_some_and(|e| !e.deleted);
+        live.then(|| self.write(now, scope, key, true, None))
+    }
+
+    fn write(
+        &mut self,
+        now: Instant,
+        scope: Scope,
+        key: &str,
+        deleted: bool,
+        record: Option<EndpointRecord>,
+    ) -> Group {
         self.clock += 1;
         let e = Entry {
             clock: self.clock,
@@ -144,13 +160,18 @@ impl Tables {
             since: now,
         };
         let wire = e.to_wire(key);
-        mine.insert(key.to_owned(), e);
+        self.scopes
+            .entry(scope.clone())
+            .or_default()
+            .entry(self.local.clone())
+            .or_default()
+            .insert(key.to_owned(), e);
         self.touch(&scope);
-        Some(Group {
+        Group {
             scope,
             owner: self.local.clone(),
             entries: vec![wire],
-        })
+        }
     }
 
     /// Set the `disabled` flag of a local live endpoint.
@@ -168,7 +189,7 @@ impl Tables {
             return None;
         }
         rec.disabled = disabled;
-        self.local_write(now, scope, task, Some(rec))
+        Some(self.local_put(now, scope, task, Some(rec)))
     }
 
     /// Live local keys in a scope (task ids, or networks joined).
@@ -515,8 +536,8 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Tables::new("a", Duration::from_secs(60));
         let mut b = Tables::new("b", Duration::from_secs(60));
-        let g1 = a.local_write(t0, net(), "t1", Some(rec("t1", "a"))).unwrap();
-        let g2 = a.local_write(t0, net(), "t1", None).unwrap();
+        let g1 = a.local_put(t0, net(), "t1", Some(rec("t1", "a")));
+        let g2 = a.local_delete(t0, net(), "t1").unwrap();
         // Out of order: the tombstone first, then the older write.
         b.apply(t0, &g2);
         assert_eq!(b.apply(t0, &g1).stored, 0);
@@ -529,8 +550,8 @@ mod tests {
     fn owner_refutes_stale_copies() {
         let t0 = Instant::now();
         let mut a = Tables::new("a", Duration::from_secs(1));
-        let live = a.local_write(t0, net(), "t1", Some(rec("t1", "a"))).unwrap();
-        a.local_write(t0, net(), "t1", None).unwrap();
+        let live = a.local_put(t0, net(), "t1", Some(rec("t1", "a")));
+        a.local_delete(t0, net(), "t1").unwrap();
         a.tick(t0 + Duration::from_secs(2));
         assert!(a.group(&net(), "a").is_none(), "tombstone reaped");
         let out = a.apply(t0, &live);
@@ -539,7 +560,7 @@ mod tests {
         assert!(t.deleted && t.clock > live.entries[0].clock);
         // A restarted owner that still has the task re-asserts it above the old clock.
         let mut fresh = Tables::new("a", Duration::from_secs(60));
-        fresh.local_write(t0, net(), "t1", Some(rec("t1", "a")));
+        fresh.local_put(t0, net(), "t1", Some(rec("t1", "a")));
         let mut old = live.clone();
         old.entries[0].clock = 50;
         let out = fresh.apply(t0, &old);
@@ -551,7 +572,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Tables::new("a", Duration::from_secs(60));
         let mut b = Tables::new("b", Duration::from_secs(60));
-        b.apply(t0, &a.local_write(t0, net(), "t1", Some(rec("t1", "a"))).unwrap());
+        b.apply(t0, &a.local_put(t0, net(), "t1", Some(rec("t1", "a"))));
         assert_eq!(b.available_endpoints("n").count(), 1);
         b.mark_down(t0, "a");
         assert_eq!(b.available_endpoints("n").count(), 0);
@@ -572,8 +593,8 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Tables::new("a", Duration::from_secs(60));
         let mut b = Tables::new("b", Duration::from_secs(60));
-        a.local_write(t0, net(), "t1", Some(rec("t1", "a")));
-        b.local_write(t0, net(), "t2", Some(rec("t2", "b")));
+        a.local_put(t0, net(), "t1", Some(rec("t1", "a")));
+        b.local_put(t0, net(), "t2", Some(rec("t2", "b")));
         assert_eq!(a.differing_owners(&b.digest(&net())), vec!["a".to_string(), "b".to_string()]);
         b.apply(t0, &a.group(&net(), "a").unwrap());
         assert_eq!(a.differing_owners(&b.digest(&net())), vec!["b".to_string()]);

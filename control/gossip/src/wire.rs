@@ -236,13 +236,6 @@ impl<'a> Reader<'a> {
     pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
         u16::try_from(self.var()?).map_err(|_| WireError::OutOfRange("u16"))
     }
-    pub(crate) fn bool(&mut self) -> Result<bool, WireError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            tag => Err(WireError::UnknownTag { what: "bool", tag }),
-        }
-    }
     /// A list length: bounded by MAX_COUNT and by the bytes left.
     pub(crate) fn count(&mut self) -> Result<usize, WireError> {
         let n = self.var()?;
