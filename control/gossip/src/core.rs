@@ -793,6 +793,10 @@ impl Gossip {
         let addr = id.addr;
         self.members.insert(id.node_id.clone(), MemberInfo { ident: id.clone(), up: true });
         self.tables.mark_up(&id.node_id);
+        // Tell it which networks we are in, so it sends us its writes there.
+        if let Some(g) = self.tables.group(&Scope::Networks, &self.local.node_id) {
+            self.send_group(&g, &[addr]);
+        }
         self.events.push_back(Event::MemberUp {
             node_id: id.node_id,
             addr,
@@ -830,6 +834,21 @@ impl Gossip {
             for r in applied.refuted {
                 self.disseminate(&r);
             }
+            // A node just joined networks we are in: hand it our own
+            // entries there at once instead of waiting for anti-entropy.
+            if g.scope == Scope::Networks && g.owner != self.local.node_id {
+                if let Some(addr) = self.up_addr(&g.owner) {
+                    for net in applied.live_keys {
+                        if !self.tables.is_local_member(&net) {
+                            continue;
+                        }
+                        let scope = Scope::Endpoints(net);
+                        if let Some(mine) = self.tables.group(&scope, &self.local.node_id) {
+                            self.send_group(&mine, &[addr]);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -854,6 +873,10 @@ impl Gossip {
                 .filter_map(|m| self.up_addr(m))
                 .collect(),
         };
+        self.send_group(g, &targets);
+    }
+
+    fn send_group(&mut self, g: &Group, targets: &[SocketAddr]) {
         if targets.is_empty() {
             return;
         }
@@ -872,7 +895,7 @@ impl Gossip {
                     owner: g.owner.clone(),
                     entries: vec![e.clone()],
                 }]);
-                for t in &targets {
+                for t in targets {
                     let frame = self.seal(&big);
                     self.syncs.push_back(SyncOpen { to: *t, frame });
                 }
@@ -893,7 +916,7 @@ impl Gossip {
                 owner: g.owner.clone(),
                 entries,
             }]);
-            for t in &targets {
+            for t in targets {
                 let payload = self.seal(&m);
                 self.transmits.push_back(Transmit { to: *t, payload });
             }

@@ -1,6 +1,7 @@
 //! placeholder
 #![forbid(unsafe_code)]
 pub mod core;
+pub mod driver;
 pub mod record;
 pub mod seal;
 pub mod sim;

@@ -61,6 +61,8 @@ pub struct Applied {
     pub stored: usize,
     /// Groups this node (as owner) re-asserted and must disseminate.
     pub refuted: Vec<Group>,
+    /// Keys whose stored entry is live (new or updated).
+    pub live_keys: Vec<String>,
 }
 
 /// Both tables of one node.
@@ -314,6 +316,9 @@ impl Tables {
                 },
             );
             out.stored += 1;
+            if !e.deleted {
+                out.live_keys.push(e.key.clone());
+            }
         }
         if out.stored > 0 {
             self.touch(&g.scope);
