@@ -24,7 +24,9 @@ fn main() {
             "--loss" => loss = val.parse().unwrap_or_else(|_| bad("--loss")),
             "--latency-ms" => latency_ms = val.parse().unwrap_or_else(|_| bad("--latency-ms")),
             other => {
-                eprintln!("sim: unknown argument {other}; use --nodes N --seed S --loss P --latency-ms L");
+                eprintln!(
+                    "sim: unknown argument {other}; use --nodes N --seed S --loss P --latency-ms L"
+                );
                 std::process::exit(2)
             }
         }
@@ -39,14 +41,33 @@ fn main() {
     cfg.latency = Duration::from_millis(latency_ms);
     let wall = Instant::now();
     let r = run_scenarios(cfg);
-    let show = |d: Option<Duration>| d.map_or("did not converge".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let show = |d: Option<Duration>| {
+        d.map_or("did not converge".to_owned(), |d| {
+            format!("{:.2} s", d.as_secs_f64())
+        })
+    };
     println!("shoal-gossip simulation: {nodes} nodes, seed {seed}, loss {loss}, latency {latency_ms} ms (virtual time)");
     println!("| measure                                        | value |");
     println!("|------------------------------------------------|-------|");
-    println!("| membership converged after join                | {} |", show(r.membership));
-    println!("| (a) new endpoint known on every node           | {} |", show(r.publish));
-    println!("| (b) killed node's endpoints unavailable        | {} |", show(r.failure));
-    println!("| (c) partition heal to identical views          | {} |", show(r.heal));
-    println!("| (d) steady state bytes/s per node              | {:.0} |", r.steady_bytes_per_node_per_sec);
+    println!(
+        "| membership converged after join                | {} |",
+        show(r.membership)
+    );
+    println!(
+        "| (a) new endpoint known on every node           | {} |",
+        show(r.publish)
+    );
+    println!(
+        "| (b) killed node's endpoints unavailable        | {} |",
+        show(r.failure)
+    );
+    println!(
+        "| (c) partition heal to identical views          | {} |",
+        show(r.heal)
+    );
+    println!(
+        "| (d) steady state bytes/s per node              | {:.0} |",
+        r.steady_bytes_per_node_per_sec
+    );
     println!("(wall time {:.1} s)", wall.elapsed().as_secs_f64());
 }

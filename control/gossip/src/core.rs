@@ -13,7 +13,10 @@ use crate::stats::{Counters, DropReason};
 use crate::swim::{NodeIdentity, SwimCodec};
 use crate::table::Tables;
 use crate::wire::{self, Group, Message, Scope, WireEntry, WireError};
-use foca::{AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams, State, Timer};
+use foca::{
+    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams, State,
+    Timer,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -383,7 +386,12 @@ impl Gossip {
     // ------------------------------------------------------------- inputs
 
     /// A datagram arrived.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Result<(), RecvError> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), RecvError> {
         self.counters.received_datagram(bytes.len());
         let msg = self.open(bytes)?;
         let _ = from;
@@ -438,7 +446,8 @@ impl Gossip {
                 let mut want = Vec::new();
                 for d in &digests {
                     let member = self.takes_part(&d.scope);
-                    let theirs: BTreeSet<&str> = d.owners.iter().map(|o| o.owner.as_str()).collect();
+                    let theirs: BTreeSet<&str> =
+                        d.owners.iter().map(|o| o.owner.as_str()).collect();
                     for owner in self.tables.differing_owners(d) {
                         let mine = owner == self.local.node_id;
                         if !member && !mine {
@@ -565,14 +574,19 @@ impl Gossip {
         self.join_network(now, net);
         record.node_id = self.local.node_id.clone();
         let task = record.task_id.clone();
-        let g = self.tables.local_put(now, Scope::Endpoints(net.to_owned()), &task, Some(record));
+        let g = self
+            .tables
+            .local_put(now, Scope::Endpoints(net.to_owned()), &task, Some(record));
         self.disseminate(&g);
         self.flush_table_events();
     }
 
     /// Withdraw a local endpoint (tombstone).
     pub fn withdraw(&mut self, now: Instant, net: &str, task_id: &str) {
-        if let Some(g) = self.tables.local_delete(now, Scope::Endpoints(net.to_owned()), task_id) {
+        if let Some(g) = self
+            .tables
+            .local_delete(now, Scope::Endpoints(net.to_owned()), task_id)
+        {
             self.disseminate(&g);
         }
         self.flush_table_events();
@@ -631,7 +645,8 @@ impl Gossip {
             .networks()
             .into_iter()
             .map(|n| {
-                let mut eps: Vec<EndpointRecord> = self.tables.available_endpoints(&n).cloned().collect();
+                let mut eps: Vec<EndpointRecord> =
+                    self.tables.available_endpoints(&n).cloned().collect();
                 eps.sort_by(|a, b| a.task_id.cmp(&b.task_id));
                 (n, eps)
             })
@@ -662,7 +677,10 @@ impl Gossip {
     }
 
     fn open(&mut self, sealed: &[u8]) -> Result<Message, RecvError> {
-        let plain = self.keys.open(sealed).inspect_err(|e| self.counters.dropped(drop_reason(e)))?;
+        let plain = self
+            .keys
+            .open(sealed)
+            .inspect_err(|e| self.counters.dropped(drop_reason(e)))?;
         wire::decode(&plain).map_err(|e| {
             self.counters.dropped(DropReason::Malformed);
             RecvError::Wire(e)
@@ -680,7 +698,10 @@ impl Gossip {
         if node == self.local.node_id {
             return None;
         }
-        self.members.get(node).filter(|m| m.up).map(|m| m.ident.addr)
+        self.members
+            .get(node)
+            .filter(|m| m.up)
+            .map(|m| m.ident.addr)
     }
 
     fn pick(&mut self, addrs: &[SocketAddr]) -> Option<SocketAddr> {
@@ -695,7 +716,7 @@ impl Gossip {
     /// (keeps the network-membership table converging everywhere).
     fn random_peer(&mut self) -> Option<SocketAddr> {
         let nets = self.tables.local_networks();
-        if self.sync_round % 2 == 0 && !nets.is_empty() {
+        if self.sync_round & 1 == 0 && !nets.is_empty() {
             let net = nets[self.rng.random_range(0..nets.len())].clone();
             let addrs: Vec<SocketAddr> = self
                 .tables
@@ -707,7 +728,12 @@ impl Gossip {
                 return self.pick(&addrs);
             }
         }
-        let all: Vec<SocketAddr> = self.members.values().filter(|m| m.up).map(|m| m.ident.addr).collect();
+        let all: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.up)
+            .map(|m| m.ident.addr)
+            .collect();
         self.pick(&all)
     }
 
@@ -736,7 +762,12 @@ impl Gossip {
     }
 
     fn announce_seeds(&mut self, now: Instant) {
-        let alive: BTreeSet<SocketAddr> = self.members.values().filter(|m| m.up).map(|m| m.ident.addr).collect();
+        let alive: BTreeSet<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.up)
+            .map(|m| m.ident.addr)
+            .collect();
         let todo: Vec<SocketAddr> = self
             .seeds
             .iter()
@@ -751,7 +782,10 @@ impl Gossip {
     fn drain_foca(&mut self, now: Instant) {
         while let Some((to, data)) = self.rt.to_send() {
             let payload = self.seal(&Message::Swim(data.to_vec()));
-            self.transmits.push_back(Transmit { to: to.addr, payload });
+            self.transmits.push_back(Transmit {
+                to: to.addr,
+                payload,
+            });
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
             self.timer_seq += 1;
@@ -791,7 +825,13 @@ impl Gossip {
         }
         let was_down = prev.is_some_and(|m| !m.up) || self.tables.is_down(&id.node_id);
         let addr = id.addr;
-        self.members.insert(id.node_id.clone(), MemberInfo { ident: id.clone(), up: true });
+        self.members.insert(
+            id.node_id.clone(),
+            MemberInfo {
+                ident: id.clone(),
+                up: true,
+            },
+        );
         self.tables.mark_up(&id.node_id);
         // Tell it which networks we are in, so it sends us its writes there.
         if let Some(g) = self.tables.group(&Scope::Networks, &self.local.node_id) {
@@ -804,7 +844,11 @@ impl Gossip {
         // Coming back from down (partition heal, restart): pull its state
         // now rather than waiting for the random peer to get there.
         let quarter = self.timings.sync_interval / 4;
-        if was_down && self.last_heal_sync.is_none_or(|t| now.saturating_duration_since(t) >= quarter) {
+        if was_down
+            && self
+                .last_heal_sync
+                .is_none_or(|t| now.saturating_duration_since(t) >= quarter)
+        {
             self.last_heal_sync = Some(now);
             self.queue_sync(addr);
         }
@@ -865,7 +909,12 @@ impl Gossip {
     /// over TCP.
     fn disseminate(&mut self, g: &Group) {
         let targets: Vec<SocketAddr> = match &g.scope {
-            Scope::Networks => self.members.values().filter(|m| m.up).map(|m| m.ident.addr).collect(),
+            Scope::Networks => self
+                .members
+                .values()
+                .filter(|m| m.up)
+                .map(|m| m.ident.addr)
+                .collect(),
             Scope::Endpoints(n) => self
                 .tables
                 .network_members(n)

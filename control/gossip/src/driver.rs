@@ -71,7 +71,9 @@ pub enum GossipError {
     #[error(transparent)]
     Keys(#[from] KeyRingError),
     /// A socket could not be bound.
-    #[error("gossip: cannot bind {proto} {addr}: {source} (is another node or Docker using the port?)")]
+    #[error(
+        "gossip: cannot bind {proto} {addr}: {source} (is another node or Docker using the port?)"
+    )]
     Bind {
         /// "UDP" or "TCP".
         proto: &'static str,
@@ -117,7 +119,9 @@ pub struct GossipHandle {
 
 impl std::fmt::Debug for GossipHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GossipHandle").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("GossipHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,11 +133,12 @@ impl GossipHandle {
         let keys = KeyRing::new(&config.keys, config.tx_key)?;
         config.timings.validate()?;
         let _guard = rt.enter();
-        let udp_std = std::net::UdpSocket::bind(config.bind).map_err(|source| GossipError::Bind {
-            proto: "UDP",
-            addr: config.bind,
-            source,
-        })?;
+        let udp_std =
+            std::net::UdpSocket::bind(config.bind).map_err(|source| GossipError::Bind {
+                proto: "UDP",
+                addr: config.bind,
+                source,
+            })?;
         let bound = udp_std.local_addr().map_err(|source| GossipError::Bind {
             proto: "UDP",
             addr: config.bind,
@@ -144,9 +149,17 @@ impl GossipHandle {
             addr: bound,
             source,
         })?;
-        let bind_err = |proto, source| GossipError::Bind { proto, addr: bound, source };
-        udp_std.set_nonblocking(true).map_err(|e| bind_err("UDP", e))?;
-        tcp_std.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
+        let bind_err = |proto, source| GossipError::Bind {
+            proto,
+            addr: bound,
+            source,
+        };
+        udp_std
+            .set_nonblocking(true)
+            .map_err(|e| bind_err("UDP", e))?;
+        tcp_std
+            .set_nonblocking(true)
+            .map_err(|e| bind_err("TCP", e))?;
         let udp = UdpSocket::from_std(udp_std).map_err(|e| bind_err("UDP", e))?;
         let listener = TcpListener::from_std(tcp_std).map_err(|e| bind_err("TCP", e))?;
         let mut advertise = config.advertise;
@@ -233,8 +246,17 @@ impl GossipHandle {
     }
 
     /// Enable or disable a local endpoint.
-    pub fn set_disabled(&self, net: &str, task_id: &str, disabled: bool) -> Result<(), GossipError> {
-        self.send(Command::SetDisabled(net.to_owned(), task_id.to_owned(), disabled))
+    pub fn set_disabled(
+        &self,
+        net: &str,
+        task_id: &str,
+        disabled: bool,
+    ) -> Result<(), GossipError> {
+        self.send(Command::SetDisabled(
+            net.to_owned(),
+            task_id.to_owned(),
+            disabled,
+        ))
     }
 
     /// Replace the key ring; validated here, applied by the task at once.
@@ -415,13 +437,17 @@ async fn exchange(
     core: mpsc::Sender<StreamInput>,
     counters: Arc<Counters>,
 ) -> std::io::Result<()> {
-    let timeout = |e: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
+    let timeout =
+        |e: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
     if let Some(f) = first {
         write_frame(&mut s, &f).await?;
     }
     loop {
         let mut prefix = [0u8; 4];
-        match tokio::time::timeout(STREAM_TIMEOUT, s.read_exact(&mut prefix)).await.map_err(timeout)? {
+        match tokio::time::timeout(STREAM_TIMEOUT, s.read_exact(&mut prefix))
+            .await
+            .map_err(timeout)?
+        {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
@@ -434,9 +460,19 @@ async fn exchange(
             }
         };
         let mut frame = vec![0u8; len];
-        tokio::time::timeout(STREAM_TIMEOUT, s.read_exact(&mut frame)).await.map_err(timeout)??;
+        tokio::time::timeout(STREAM_TIMEOUT, s.read_exact(&mut frame))
+            .await
+            .map_err(timeout)??;
         let (reply, rx) = oneshot::channel();
-        if core.send(StreamInput { from: peer, frame, reply }).await.is_err() {
+        if core
+            .send(StreamInput {
+                from: peer,
+                frame,
+                reply,
+            })
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         match rx.await {
@@ -447,7 +483,8 @@ async fn exchange(
 }
 
 async fn write_frame(s: &mut TcpStream, payload: &[u8]) -> std::io::Result<()> {
-    let f = wire::frame(payload).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let f = wire::frame(payload)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     tokio::time::timeout(STREAM_TIMEOUT, s.write_all(&f))
         .await
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::TimedOut, e))?

@@ -164,7 +164,10 @@ mod tests {
         // A ring that has the old key and sends with a new one still opens old traffic.
         let b = KeyRing::new(&[(1, [7; 32]), (2, [9; 32])], 2).unwrap();
         assert_eq!(b.open(&sealed).unwrap(), b"hello");
-        assert_eq!(a.open(&b.seal([0; 12], b"x")), Err(SealError::UnknownKey(2)));
+        assert_eq!(
+            a.open(&b.seal([0; 12], b"x")),
+            Err(SealError::UnknownKey(2))
+        );
     }
 
     #[test]

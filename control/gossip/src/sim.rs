@@ -48,8 +48,16 @@ impl SimConfig {
 
 #[derive(Debug)]
 enum Delivery {
-    Datagram { from: usize, to: usize, bytes: Vec<u8> },
-    Stream { from: usize, to: usize, bytes: Vec<u8> },
+    Datagram {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Stream {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -102,7 +110,12 @@ pub struct Sim {
 /// Address of simulated node `i`.
 pub fn sim_addr(i: usize) -> SocketAddr {
     SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(10, (i / 62500) as u8, ((i / 250) % 250) as u8, (i % 250 + 1) as u8)),
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            (i / 62500) as u8,
+            ((i / 250) % 250) as u8,
+            (i % 250 + 1) as u8,
+        )),
         7946,
     )
 }
@@ -134,7 +147,8 @@ impl Sim {
         timings.expected_cluster_size = cfg.nodes as u32;
         let nodes: Vec<SimNode> = (0..cfg.nodes)
             .map(|i| {
-                let keys = KeyRing::new(&[(1, [42; 32])], 1).unwrap_or_else(|_| unreachable!("valid ring"));
+                let keys = KeyRing::new(&[(1, [42; 32])], 1)
+                    .unwrap_or_else(|_| unreachable!("valid ring"));
                 let core = Gossip::new(
                     start,
                     CoreConfig {
@@ -262,14 +276,22 @@ impl Sim {
 
     fn delay(&mut self) -> Duration {
         let j = self.cfg.jitter.as_micros() as u64;
-        let extra = if j == 0 { 0 } else { self.rng.random_range(0..=j) };
+        let extra = if j == 0 {
+            0
+        } else {
+            self.rng.random_range(0..=j)
+        };
         self.cfg.latency + Duration::from_micros(extra)
     }
 
     fn schedule(&mut self, d: Delivery) {
         self.seq += 1;
         let at = self.now + self.delay();
-        self.queue.push(Reverse(Scheduled { at, seq: self.seq, d }));
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            d,
+        }));
     }
 
     /// Route everything node `i` wants to send and re-arm its timer.
@@ -283,19 +305,31 @@ impl Sim {
             return;
         }
         while let Some(t) = self.nodes[i].core.poll_transmit() {
-            let Some(&to) = self.by_addr.get(&t.to) else { continue };
+            let Some(&to) = self.by_addr.get(&t.to) else {
+                continue;
+            };
             if !self.link(i, to) {
                 continue;
             }
             if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss.min(1.0)) {
                 continue;
             }
-            self.schedule(Delivery::Datagram { from: i, to, bytes: t.payload });
+            self.schedule(Delivery::Datagram {
+                from: i,
+                to,
+                bytes: t.payload,
+            });
         }
         while let Some(s) = self.nodes[i].core.poll_sync() {
-            let Some(&to) = self.by_addr.get(&s.to) else { continue };
+            let Some(&to) = self.by_addr.get(&s.to) else {
+                continue;
+            };
             if self.link(i, to) {
-                self.schedule(Delivery::Stream { from: i, to, bytes: s.frame });
+                self.schedule(Delivery::Stream {
+                    from: i,
+                    to,
+                    bytes: s.frame,
+                });
             }
         }
         while self.nodes[i].core.poll_event().is_some() {}
@@ -322,10 +356,14 @@ impl Sim {
             }
             self.now = self.now.max(next);
             if q == Some(next) {
-                let Some(Reverse(s)) = self.queue.pop() else { break };
+                let Some(Reverse(s)) = self.queue.pop() else {
+                    break;
+                };
                 self.deliver(s.d);
             } else {
-                let Some(Reverse((t, i))) = self.wakes.pop() else { break };
+                let Some(Reverse((t, i))) = self.wakes.pop() else {
+                    break;
+                };
                 if self.nodes[i].wake != Some(t) || !self.nodes[i].alive {
                     continue;
                 }
@@ -369,7 +407,12 @@ impl Sim {
 
     /// Run in `step`s until `pred` holds or `limit` passes; returns the
     /// virtual time it took (to within `step`).
-    pub fn run_until_true(&mut self, limit: Duration, step: Duration, mut pred: impl FnMut(&Sim) -> bool) -> Option<Duration> {
+    pub fn run_until_true(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
         let t0 = self.now;
         loop {
             if pred(self) {
@@ -391,17 +434,30 @@ impl Sim {
 
     /// Does every alive node see `task` as available in `net`?
     pub fn all_see(&self, net: &str, task: &str) -> bool {
-        self.alive_nodes().all(|i| self.tables(i).available_endpoints(net).any(|r| r.task_id == task))
+        self.alive_nodes().all(|i| {
+            self.tables(i)
+                .available_endpoints(net)
+                .any(|r| r.task_id == task)
+        })
     }
 
     /// Does no alive node see `task` as available in `net`?
     pub fn none_see(&self, net: &str, task: &str) -> bool {
-        self.alive_nodes().all(|i| !self.tables(i).available_endpoints(net).any(|r| r.task_id == task))
+        self.alive_nodes().all(|i| {
+            !self
+                .tables(i)
+                .available_endpoints(net)
+                .any(|r| r.task_id == task)
+        })
     }
 
     /// Sorted available task ids of `net` on node `i`.
     pub fn task_ids(&self, i: usize, net: &str) -> Vec<String> {
-        let mut v: Vec<String> = self.tables(i).available_endpoints(net).map(|r| r.task_id.clone()).collect();
+        let mut v: Vec<String> = self
+            .tables(i)
+            .available_endpoints(net)
+            .map(|r| r.task_id.clone())
+            .collect();
         v.sort();
         v
     }
@@ -422,7 +478,11 @@ impl Sim {
                 .members()
                 .iter()
                 .filter(|m| m.state != crate::core::MemberState::Down)
-                .filter(|m| self.by_addr.get(&m.addr).is_some_and(|&j| self.nodes[j].alive))
+                .filter(|m| {
+                    self.by_addr
+                        .get(&m.addr)
+                        .is_some_and(|&j| self.nodes[j].alive)
+                })
                 .count()
                 == alive - 1
         })
@@ -435,7 +495,10 @@ impl Sim {
 
     /// Sum of bytes sent by all nodes so far.
     pub fn total_bytes_sent(&self) -> u64 {
-        self.nodes.iter().map(|n| n.core.counters().snapshot().bytes_sent).sum()
+        self.nodes
+            .iter()
+            .map(|n| n.core.counters().snapshot().bytes_sent)
+            .sum()
     }
 }
 
@@ -459,14 +522,20 @@ pub struct Report {
 /// The standard scenarios, in order, on one cluster.
 pub fn run_scenarios(cfg: SimConfig) -> Report {
     let n = cfg.nodes;
-    let step = if n > 200 { Duration::from_millis(50) } else { Duration::from_millis(10) };
+    let step = if n > 200 {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(10)
+    };
     let mut sim = Sim::new(cfg);
     let net = "net-a";
     sim.join_all(net);
     let membership = sim.run_until_true(Duration::from_secs(60), step, Sim::membership_converged);
     // Every node runs one task.
     for i in 0..n {
-        sim.with_core(i, |c, now| c.publish(now, net, test_record(i, &format!("task-{i}"))));
+        sim.with_core(i, |c, now| {
+            c.publish(now, net, test_record(i, &format!("task-{i}")))
+        });
     }
     sim.run_for(Duration::from_secs(5));
 
@@ -476,7 +545,9 @@ pub fn run_scenarios(cfg: SimConfig) -> Report {
     let steady = (sim.total_bytes_sent() - b0) as f64 / 10.0 / n as f64;
 
     // (a) publish.
-    sim.with_core(n / 2, |c, now| c.publish(now, net, test_record(n / 2, "fresh")));
+    sim.with_core(n / 2, |c, now| {
+        c.publish(now, net, test_record(n / 2, "fresh"))
+    });
     let publish = sim.run_until_true(Duration::from_secs(30), step, |s| s.all_see(net, "fresh"));
 
     // (b) failure.
@@ -490,14 +561,27 @@ pub fn run_scenarios(cfg: SimConfig) -> Report {
     sim.partition(|i| u32::from(i >= half));
     sim.run_for(Duration::from_secs(5));
     sim.with_core(0, |c, now| c.publish(now, net, test_record(0, "left-new")));
-    sim.with_core(1 % n, |c, now| c.withdraw(now, net, &format!("task-{}", 1 % n)));
-    sim.with_core(half, |c, now| c.publish(now, net, test_record(half, "right-new")));
-    sim.with_core(half + 1, |c, now| c.withdraw(now, net, &format!("task-{}", half + 1)));
+    sim.with_core(1 % n, |c, now| {
+        c.withdraw(now, net, &format!("task-{}", 1 % n))
+    });
+    sim.with_core(half, |c, now| {
+        c.publish(now, net, test_record(half, "right-new"))
+    });
+    sim.with_core(half + 1, |c, now| {
+        c.withdraw(now, net, &format!("task-{}", half + 1))
+    });
     sim.run_for(Duration::from_secs(5));
     sim.heal();
-    let gone = [format!("task-{}", 1 % n), format!("task-{}", half + 1), task.clone()];
+    let gone = [
+        format!("task-{}", 1 % n),
+        format!("task-{}", half + 1),
+        task.clone(),
+    ];
     let heal = sim.run_until_true(Duration::from_secs(120), step, |s| {
-        s.all_see(net, "left-new") && s.all_see(net, "right-new") && gone.iter().all(|t| s.none_see(net, t)) && s.views_identical(net)
+        s.all_see(net, "left-new")
+            && s.all_see(net, "right-new")
+            && gone.iter().all(|t| s.none_see(net, t))
+            && s.views_identical(net)
     });
     Report {
         nodes: n,

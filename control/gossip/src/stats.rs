@@ -88,7 +88,10 @@ impl Counters {
     }
     /// Count one drop.
     pub fn dropped(&self, reason: DropReason) {
-        let i = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.drops[i].fetch_add(1, Relaxed);
     }
     /// Read all counters.

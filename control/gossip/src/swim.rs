@@ -77,7 +77,11 @@ fn decode_with<T>(
 impl foca::Codec<NodeIdentity> for SwimCodec {
     type Error = WireError;
 
-    fn encode_header(&mut self, h: &Header<NodeIdentity>, mut buf: impl BufMut) -> Result<(), WireError> {
+    fn encode_header(
+        &mut self,
+        h: &Header<NodeIdentity>,
+        mut buf: impl BufMut,
+    ) -> Result<(), WireError> {
         let mut w = Writer::default();
         put_id(&mut w, &h.src);
         w.var(u64::from(h.src_incarnation));
@@ -176,7 +180,11 @@ impl foca::Codec<NodeIdentity> for SwimCodec {
         })
     }
 
-    fn encode_member(&mut self, m: &Member<NodeIdentity>, mut buf: impl BufMut) -> Result<(), WireError> {
+    fn encode_member(
+        &mut self,
+        m: &Member<NodeIdentity>,
+        mut buf: impl BufMut,
+    ) -> Result<(), WireError> {
         let mut w = Writer::default();
         put_id(&mut w, m.id());
         w.var(u64::from(m.incarnation()));

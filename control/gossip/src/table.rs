@@ -177,7 +177,13 @@ impl Tables {
     }
 
     /// Set the `disabled` flag of a local live endpoint.
-    pub fn set_disabled(&mut self, now: Instant, net: &str, task: &str, disabled: bool) -> Option<Group> {
+    pub fn set_disabled(
+        &mut self,
+        now: Instant,
+        net: &str,
+        task: &str,
+        disabled: bool,
+    ) -> Option<Group> {
         let scope = Scope::Endpoints(net.to_owned());
         let mut rec = self
             .scopes
@@ -375,8 +381,11 @@ impl Tables {
         let local = self.digest(&remote.scope);
         let mine: BTreeMap<&str, &OwnerDigest> =
             local.owners.iter().map(|d| (d.owner.as_str(), d)).collect();
-        let theirs: BTreeMap<&str, &OwnerDigest> =
-            remote.owners.iter().map(|d| (d.owner.as_str(), d)).collect();
+        let theirs: BTreeMap<&str, &OwnerDigest> = remote
+            .owners
+            .iter()
+            .map(|d| (d.owner.as_str(), d))
+            .collect();
         let mut out: BTreeSet<String> = BTreeSet::new();
         for (o, d) in &theirs {
             if mine.get(o) != Some(d) {
@@ -473,7 +482,10 @@ impl Tables {
     }
 
     /// Entries of `net` that consumers should use: live, enabled, owner up.
-    pub fn available_endpoints<'a>(&'a self, net: &str) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
+    pub fn available_endpoints<'a>(
+        &'a self,
+        net: &str,
+    ) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
         self.scopes
             .get(&Scope::Endpoints(net.to_owned()))
             .into_iter()
@@ -600,7 +612,10 @@ mod tests {
         let mut b = Tables::new("b", Duration::from_secs(60));
         a.local_put(t0, net(), "t1", Some(rec("t1", "a")));
         b.local_put(t0, net(), "t2", Some(rec("t2", "b")));
-        assert_eq!(a.differing_owners(&b.digest(&net())), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            a.differing_owners(&b.digest(&net())),
+            vec!["a".to_string(), "b".to_string()]
+        );
         b.apply(t0, &a.group(&net(), "a").unwrap());
         assert_eq!(a.differing_owners(&b.digest(&net())), vec!["b".to_string()]);
         let v = b.version();

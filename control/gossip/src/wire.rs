@@ -268,7 +268,10 @@ impl<'a> Reader<'a> {
                 Ok(IpAddr::V4(Ipv4Addr::from(o)))
             }
             6 => {
-                let o: [u8; 16] = self.take(16)?.try_into().map_err(|_| WireError::Truncated)?;
+                let o: [u8; 16] = self
+                    .take(16)?
+                    .try_into()
+                    .map_err(|_| WireError::Truncated)?;
                 Ok(IpAddr::V6(Ipv6Addr::from(o)))
             }
             tag => Err(WireError::UnknownTag { what: "ip", tag }),
@@ -369,7 +372,10 @@ fn get_record(r: &mut Reader<'_>) -> Result<EndpointRecord, WireError> {
     }
     let flags = r.u8()?;
     if flags > 3 {
-        return Err(WireError::UnknownTag { what: "flags", tag: flags });
+        return Err(WireError::UnknownTag {
+            what: "flags",
+            tag: flags,
+        });
     }
     Ok(EndpointRecord {
         task_id,
@@ -544,7 +550,12 @@ pub fn decode(b: &[u8]) -> Result<Message, WireError> {
             Message::SyncReply { groups, want }
         }
         4 => Message::SyncPush(get_groups(&mut r)?),
-        tag => return Err(WireError::UnknownTag { what: "message", tag }),
+        tag => {
+            return Err(WireError::UnknownTag {
+                what: "message",
+                tag,
+            })
+        }
     };
     r.end()?;
     Ok(m)
@@ -593,8 +604,8 @@ mod tests {
             proptest::collection::vec("[a-z]{1,8}", 0..3),
             any::<[u8; 16]>(),
         )
-            .prop_map(|(id, name, vip, ip, mac, (dnsrr, disabled), ports, aliases, v6)| {
-                EndpointRecord {
+            .prop_map(
+                |(id, name, vip, ip, mac, (dnsrr, disabled), ports, aliases, v6)| EndpointRecord {
                     task_id: id.clone(),
                     task_name: name.clone(),
                     service_name: name,
@@ -615,19 +626,23 @@ mod tests {
                     aliases,
                     dnsrr,
                     disabled,
-                }
-            })
+                },
+            )
     }
 
     fn entry() -> impl Strategy<Value = WireEntry> {
-        ("[a-z0-9]{1,10}", any::<u64>(), any::<bool>(), proptest::option::of(record())).prop_map(
-            |(key, clock, deleted, record)| WireEntry {
+        (
+            "[a-z0-9]{1,10}",
+            any::<u64>(),
+            any::<bool>(),
+            proptest::option::of(record()),
+        )
+            .prop_map(|(key, clock, deleted, record)| WireEntry {
                 key,
                 clock,
                 deleted,
                 record: if deleted { None } else { record },
-            },
-        )
+            })
     }
 
     fn group() -> impl Strategy<Value = Group> {
@@ -661,10 +676,7 @@ mod tests {
                 }),
             (
                 "[a-z]{1,5}",
-                proptest::collection::vec(
-                    ("[a-z]{1,4}", any::<(u64, u64, u64)>()),
-                    0..4
-                )
+                proptest::collection::vec(("[a-z]{1,4}", any::<(u64, u64, u64)>()), 0..4)
             )
                 .prop_map(|(from, owners)| Message::SyncRequest {
                     from,
@@ -714,7 +726,10 @@ mod tests {
         w.u8(WIRE_VERSION);
         w.u8(1);
         w.var(1 << 40);
-        assert!(matches!(decode(&w.buf), Err(WireError::CountTooLarge { .. })));
+        assert!(matches!(
+            decode(&w.buf),
+            Err(WireError::CountTooLarge { .. })
+        ));
         assert!(matches!(
             frame_len((MAX_FRAME as u32 + 1).to_be_bytes()),
             Err(WireError::FrameTooLarge { .. })

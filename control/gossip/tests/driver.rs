@@ -64,11 +64,19 @@ async fn five_nodes_publish_fail_and_wrong_key() {
         n.join(vec![seed]).unwrap();
         n.join_network("net-a").unwrap();
     }
-    wait_for("membership", Duration::from_secs(10), || nodes.iter().all(|n| n.members().len() == 4)).await;
+    wait_for("membership", Duration::from_secs(10), || {
+        nodes.iter().all(|n| n.members().len() == 4)
+    })
+    .await;
 
     nodes[1].publish("net-a", record("t1")).unwrap();
     wait_for("publish seen by all", Duration::from_secs(10), || {
-        nodes.iter().all(|n| n.snapshot().endpoints("net-a").iter().any(|r| r.task_id == "t1"))
+        nodes.iter().all(|n| {
+            n.snapshot()
+                .endpoints("net-a")
+                .iter()
+                .any(|r| r.task_id == "t1")
+        })
     })
     .await;
     let seen = nodes[3].snapshot();
@@ -84,17 +92,28 @@ async fn five_nodes_publish_fail_and_wrong_key() {
             rest.push(n);
         }
     }
-    wait_for("endpoints of stopped node gone", Duration::from_secs(10), || {
-        rest.iter().all(|n| n.snapshot().endpoints("net-a").is_empty())
-    })
+    wait_for(
+        "endpoints of stopped node gone",
+        Duration::from_secs(10),
+        || {
+            rest.iter()
+                .all(|n| n.snapshot().endpoints("net-a").is_empty())
+        },
+    )
     .await;
 
     // A node with the wrong key cannot join, and its traffic is counted as refused.
     let intruder = start(9, [0x11; 32]);
     intruder.join(vec![seed]).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(intruder.members().is_empty(), "intruder joined: {:?}", intruder.members());
-    assert!(rest.iter().all(|n| n.members().iter().all(|m| m.node_id != "node-9")));
+    assert!(
+        intruder.members().is_empty(),
+        "intruder joined: {:?}",
+        intruder.members()
+    );
+    assert!(rest
+        .iter()
+        .all(|n| n.members().iter().all(|m| m.node_id != "node-9")));
     let drops = rest[0].stats().drops[&DropReason::BadTag];
     assert!(drops > 0, "seed counted no bad tags");
     for n in rest {

@@ -13,7 +13,9 @@ fn cluster(n: usize, seed: u64) -> Sim {
     let t = sim.run_until_true(Duration::from_secs(30), STEP, Sim::membership_converged);
     assert!(t.is_some(), "membership of {n} nodes did not converge");
     for i in 0..n {
-        sim.with_core(i, |c, now| c.publish(now, NET, test_record(i, &format!("task-{i}"))));
+        sim.with_core(i, |c, now| {
+            c.publish(now, NET, test_record(i, &format!("task-{i}")))
+        });
     }
     sim.run_for(Duration::from_secs(3));
     sim
@@ -49,9 +51,18 @@ fn killed_node_unavailable_everywhere_within_3s() {
         let task = format!("task-{victim}");
         let t = sim.run_until_true(Duration::from_secs(3), STEP, |s| s.none_see(NET, &task));
         eprintln!("{n} nodes seed {seed}: dead node's endpoints gone after {t:?}");
-        assert!(t.is_some(), "{n} nodes seed {seed}: still visible after 3 s");
+        assert!(
+            t.is_some(),
+            "{n} nodes seed {seed}: still visible after 3 s"
+        );
         // Not a tombstone: they stay in the table, only unavailable.
-        assert!(sim.tables(0).group(&shoal_gossip::wire::Scope::Endpoints(NET.into()), &format!("node-{victim}")).is_some());
+        assert!(sim
+            .tables(0)
+            .group(
+                &shoal_gossip::wire::Scope::Endpoints(NET.into()),
+                &format!("node-{victim}")
+            )
+            .is_some());
     }
 }
 
@@ -66,12 +77,17 @@ fn partition_heal_converges_with_nothing_stale() {
         sim.with_core(1, |c, now| c.withdraw(now, NET, "task-1"));
         sim.with_core(3, |c, now| c.publish(now, NET, test_record(3, "right-new")));
         sim.with_core(4, |c, now| c.withdraw(now, NET, "task-4"));
-        sim.with_core(2, |c, now| c.publish(now, NET, test_record(2, "short-lived")));
+        sim.with_core(2, |c, now| {
+            c.publish(now, NET, test_record(2, "short-lived"))
+        });
         sim.run_for(Duration::from_millis(500));
         sim.with_core(2, |c, now| c.withdraw(now, NET, "short-lived"));
         sim.run_for(Duration::from_secs(3));
         sim.heal();
-        let want: Vec<String> = ["left-new", "right-new", "task-0", "task-2", "task-3"].iter().map(|s| s.to_string()).collect();
+        let want: Vec<String> = ["left-new", "right-new", "task-0", "task-2", "task-3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let t = sim.run_until_true(Duration::from_secs(15), STEP, |s| {
             s.alive_nodes().all(|i| {
                 let mut ids = s.task_ids(i, NET);
@@ -82,7 +98,11 @@ fn partition_heal_converges_with_nothing_stale() {
             }) && s.membership_converged()
         });
         eprintln!("seed {seed}: healed and identical after {t:?}");
-        assert!(t.is_some(), "seed {seed}: views {:?}", (0..5).map(|i| sim.task_ids(i, NET)).collect::<Vec<_>>());
+        assert!(
+            t.is_some(),
+            "seed {seed}: views {:?}",
+            (0..5).map(|i| sim.task_ids(i, NET)).collect::<Vec<_>>()
+        );
         assert!(sim.views_identical(NET));
     }
 }
@@ -105,10 +125,16 @@ fn wrongly_suspected_node_refutes_and_stays() {
                     .iter()
                     .any(|m| m.addr == sim_addr(3) && m.state == MemberState::Down);
                 ever_down |= down;
-                ever_down |= !sim.tables(i).available_endpoints(NET).any(|r| r.task_id == "task-3");
+                ever_down |= !sim
+                    .tables(i)
+                    .available_endpoints(NET)
+                    .any(|r| r.task_id == "task-3");
             }
         }
-        assert!(!ever_down, "seed {seed}: node 3 was declared down or its endpoints vanished");
+        assert!(
+            !ever_down,
+            "seed {seed}: node 3 was declared down or its endpoints vanished"
+        );
     }
 }
 
