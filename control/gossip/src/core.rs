@@ -972,3 +972,79 @@ impl Gossip {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(keys: KeyRing) -> Gossip {
+        let cfg = CoreConfig {
+            node_id: "a".into(),
+            advertise: "127.0.0.1:7946".parse().unwrap(),
+            generation: 1,
+            timings: Timings::default(),
+            rng_seed: 3,
+            os_nonces: false,
+        };
+        Gossip::new(Instant::now(), cfg, keys).unwrap()
+    }
+
+    #[test]
+    fn every_drop_reason_is_reachable() {
+        let ring = || KeyRing::new(&[(1, [1; 32])], 1).unwrap();
+        let mut c = core(ring());
+        let now = Instant::now();
+        let from: SocketAddr = "127.0.0.2:7946".parse().unwrap();
+        let other = KeyRing::new(&[(2, [1; 32])], 2).unwrap();
+        let wrong = KeyRing::new(&[(1, [9; 32])], 1).unwrap();
+        let good = ring();
+        let mut bad_version = good.seal([0; 12], b"x");
+        bad_version[0] = 7;
+        let cases: Vec<(DropReason, Vec<u8>, bool)> = vec![
+            (DropReason::Truncated, vec![1, 1, 0], true),
+            (DropReason::BadVersion, bad_version, true),
+            (DropReason::UnknownKey, other.seal([0; 12], b"x"), true),
+            (DropReason::BadTag, wrong.seal([0; 12], b"x"), true),
+            (DropReason::Malformed, good.seal([0; 12], b"\x01\x09"), true),
+            (
+                DropReason::Swim,
+                good.seal([0; 12], &wire::encode(&Message::Swim(vec![1, 2, 3]))),
+                true,
+            ),
+            (
+                DropReason::UnexpectedMessage,
+                good.seal([0; 12], &wire::encode(&Message::SyncPush(vec![]))),
+                true,
+            ),
+            (
+                DropReason::UnexpectedMessage,
+                good.seal([0; 12], &wire::encode(&Message::Swim(vec![]))),
+                false,
+            ),
+        ];
+        for (reason, bytes, datagram) in cases {
+            let before = c.counters().snapshot().drops[&reason];
+            if datagram {
+                assert!(c.handle_datagram(now, from, &bytes).is_err(), "{reason:?}");
+            } else {
+                assert!(
+                    c.handle_stream_frame(now, from, &bytes).is_err(),
+                    "{reason:?}"
+                );
+            }
+            assert_eq!(
+                c.counters().snapshot().drops[&reason],
+                before + 1,
+                "{reason:?}"
+            );
+        }
+        // FrameTooLarge is counted by the driver; it has its own test.
+    }
+
+    #[test]
+    fn invalid_config_names_the_field() {
+        let mut t = Timings::default();
+        t.probe_rtt = t.probe_period;
+        assert_eq!(t.validate().unwrap_err().field, "probe_rtt");
+    }
+}

@@ -247,6 +247,37 @@ impl Sim {
         }
     }
 
+    /// Restart node `i` with empty state and a higher generation, as a
+    /// process restart would; it rejoins via node 0 and joins `net` but
+    /// publishes nothing.
+    pub fn restart(&mut self, i: usize, generation: u64, net: &str) {
+        let mut timings = self.cfg.timings.clone();
+        timings.expected_cluster_size = self.cfg.nodes as u32;
+        let keys = KeyRing::new(&[(1, [42; 32])], 1).unwrap_or_else(|_| unreachable!("valid ring"));
+        let core = Gossip::new(
+            self.now,
+            CoreConfig {
+                node_id: format!("node-{i}"),
+                advertise: sim_addr(i),
+                generation,
+                timings,
+                rng_seed: self.cfg.seed ^ generation.rotate_left(17) ^ i as u64,
+                os_nonces: false,
+            },
+            keys,
+        )
+        .unwrap_or_else(|e| panic!("sim config: {e}"));
+        self.nodes[i].core = core;
+        self.nodes[i].alive = true;
+        self.nodes[i].wake = None;
+        let net = net.to_owned();
+        let seed = sim_addr(if i == 0 { 1 } else { 0 });
+        self.with_core(i, move |c, now| {
+            c.join(now, [seed]);
+            c.join_network(now, &net);
+        });
+    }
+
     /// Stop node `i` abruptly (no leave message).
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;

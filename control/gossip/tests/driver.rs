@@ -116,6 +116,16 @@ async fn five_nodes_publish_fail_and_wrong_key() {
         .all(|n| n.members().iter().all(|m| m.node_id != "node-9")));
     let drops = rest[0].stats().drops[&DropReason::BadTag];
     assert!(drops > 0, "seed counted no bad tags");
+
+    // An oversize frame is refused and counted.
+    let mut s = tokio::net::TcpStream::connect(seed).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, &u32::MAX.to_be_bytes())
+        .await
+        .unwrap();
+    wait_for("oversize frame counted", Duration::from_secs(10), || {
+        rest[0].stats().drops[&DropReason::FrameTooLarge] > 0
+    })
+    .await;
     for n in rest {
         n.wait().await;
     }
