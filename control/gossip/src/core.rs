@@ -35,9 +35,9 @@ const SWIM_MAX: usize = MAX_DATAGRAM - OVERHEAD - 8;
 /// Protocol timings. See the crate docs for why these defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timings {
-    /// SWIM probe period (default 500 ms).
+    /// SWIM probe period (default 300 ms).
     pub probe_period: Duration,
-    /// Wait for a direct ack before indirect probes (default 200 ms).
+    /// Wait for a direct ack before indirect probes (default 150 ms).
     pub probe_rtt: Duration,
     /// Suspect to down (default 1 s).
     pub suspect_to_down_after: Duration,
@@ -54,8 +54,8 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Self {
-            probe_period: Duration::from_millis(500),
-            probe_rtt: Duration::from_millis(200),
+            probe_period: Duration::from_millis(300),
+            probe_rtt: Duration::from_millis(150),
             suspect_to_down_after: Duration::from_secs(1),
             sync_interval: Duration::from_secs(1),
             reap_after: Duration::from_secs(60),
@@ -107,9 +107,11 @@ impl Timings {
             frequency: Duration::from_secs(2),
             num_members: two,
         });
+        // Only sends while there are updates to spread, so a short period
+        // costs nothing in steady state and gets a Down to everyone fast.
         c.periodic_gossip = Some(PeriodicParams {
-            frequency: Duration::from_millis(200),
-            num_members: NonZeroUsize::new(3).unwrap_or(two),
+            frequency: Duration::from_millis(100),
+            num_members: NonZeroUsize::new(4).unwrap_or(two),
         });
         c
     }

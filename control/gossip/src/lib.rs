@@ -51,12 +51,12 @@
 //!
 //! # Timing defaults ([`core::Timings`])
 //!
-//! - probe period 500 ms, probe RTT 200 ms (then 3 indirect probes),
+//! - probe period 300 ms, probe RTT 150 ms (then 3 indirect probes),
 //!   suspicion 1 s: a dead node is suspected within about one probe
 //!   period of its first missed probe and declared down 1 s later; the
-//!   down update is piggybacked and gossiped every 200 ms to 3 members, so
-//!   every node knows within 3 s (the sim measures 1.8 s for 5 nodes and
-//!   about 2.4 s for 50; see `tests/sim.rs`). A node unreachable for less
+//!   down update is piggybacked and gossiped every 100 ms to 4 members (only while there are updates), so
+//!   every node knows within 3 s (the sim measures 1.5 to 2.1 s for 5 nodes over 40 seeds and
+//!   1.8 to 2.4 s for 50; see `tests/sim.rs`). With a 500 ms period 2 of 40 seeds took over 3 s: in a small cluster each node probes a given member only every (N-1) periods, so the first probe of a dead node can come late. A node unreachable for less
 //!   than the suspicion time refutes and stays.
 //! - `sync_interval` 1 s, `reap_after` 60 s (tombstones and the entries of
 //!   nodes down that long), seeds re-announced every 5 s while they are not

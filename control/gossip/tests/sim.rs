@@ -43,7 +43,7 @@ fn new_endpoint_everywhere_50_nodes() {
 
 #[test]
 fn killed_node_unavailable_everywhere_within_3s() {
-    for (n, seed) in [(5, 1), (5, 2), (5, 3), (50, 4)] {
+    for (n, seed) in [(5, 1), (5, 2), (5, 3), (50, 4), (50, 5), (50, 6)] {
         let mut sim = cluster(n, seed);
         let victim = n - 2;
         assert!(sim.all_see(NET, &format!("task-{victim}")));
