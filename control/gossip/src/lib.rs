@@ -52,12 +52,17 @@
 //! # Timing defaults ([`core::Timings`])
 //!
 //! - probe period 300 ms, probe RTT 150 ms (then 3 indirect probes),
-//!   suspicion 1 s: a dead node is suspected within about one probe
-//!   period of its first missed probe and declared down 1 s later; the
-//!   down update is piggybacked and gossiped every 100 ms to 4 members (only while there are updates), so
-//!   every node knows within 3 s (the sim measures 1.5 to 2.1 s for 5 nodes over 40 seeds and
-//!   1.8 to 2.4 s for 50; see `tests/sim.rs`). With a 500 ms period 2 of 40 seeds took over 3 s: in a small cluster each node probes a given member only every (N-1) periods, so the first probe of a dead node can come late. A node unreachable for less
-//!   than the suspicion time refutes and stays.
+//!   suspicion 1 s: a dead node is suspected about one probe period after
+//!   its first missed probe and declared down 1 s later; the down update is
+//!   piggybacked and gossiped every 200 ms to 3 members while updates are
+//!   pending, so every node knows within 3 s. The sim measures 1.4 to
+//!   2.0 s for 5 nodes over 40 seeds and 1.8 to 2.4 s for 50 (see
+//!   `tests/sim.rs`). With a 500 ms period 2 of 40 seeds took over 3 s: in
+//!   a small cluster each node probes a given member only every N-1
+//!   periods, so the first probe of a dead node can come late.
+//! - SWIM updates are retransmitted twice foca's default (8 log10(n+1)
+//!   times): with the default, a few nodes of a 200-node cluster formed at
+//!   once missed some joins until their own probes found them.
 //! - `sync_interval` 1 s, `reap_after` 60 s (tombstones and the entries of
 //!   nodes down that long), seeds re-announced every 5 s while they are not
 //!   alive members. Members declared down are re-announced every 2 s
@@ -66,6 +71,19 @@
 //!   together these heal partitions.
 //! - These suit LANs of up to a few hundred nodes. For larger clusters
 //!   raise `suspect_to_down_after` (false positives grow with size).
+//!
+//! # What is weak
+//!
+//! - A node cut off for longer than the suspicion time minus about one
+//!   probe period (700 ms by default) can be declared down even though it
+//!   comes back before the suspicion expires: foca spreads the suspicion
+//!   to the others but not to the suspect, and its retransmissions can be
+//!   used up while the suspect cannot hear them. The node then rejoins
+//!   with a renewed identity and its endpoints come back, but they flap.
+//! - Anti-entropy digests list every owner of a scope, so a push-pull
+//!   request grows with the number of nodes (about 30 bytes per owner per
+//!   scope); a two-level digest would make it constant.
+//! - A push-pull reply larger than [`wire::MAX_FRAME`] is not sent.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
