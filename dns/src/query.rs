@@ -213,8 +213,9 @@ pub fn handle_query(zone: &Zone, query_bytes: &[u8], rotate: u64) -> QueryOutcom
                 .map(|ip: Ipv4Addr| Record::from_rdata(name.clone(), zone.ttl(), RData::A(A(ip))))
                 .collect();
         }
-        Lookup::Ptr(target) => match Name::from_ascii(&target) {
-            Ok(mut target) => {
+        Lookup::Ptr(target) => {
+            // A task name that is not a valid DNS name gets NODATA.
+            if let Ok(mut target) = Name::from_ascii(&target) {
                 target.set_fqdn(true);
                 m.answers.push(Record::from_rdata(
                     name,
@@ -222,9 +223,7 @@ pub fn handle_query(zone: &Zone, query_bytes: &[u8], rotate: u64) -> QueryOutcom
                     RData::PTR(PTR(target)),
                 ));
             }
-            // A task name that is not a valid DNS name: nothing to say about it.
-            Err(_) => {}
-        },
+        }
     }
     QueryOutcome::Reply(finish(m, max_udp, ReplyKind::Local))
 }
