@@ -118,32 +118,49 @@ impl ForwardQuery {
     }
 
     /// Checks an upstream response against this question and turns it into the
-    /// client's reply (the client's id restored). `None` when `bytes` is not an
-    /// answer to our question (wrong id, wrong question, not a response); the
-    /// forwarder then keeps waiting or tries the next upstream.
+    /// client's reply: the upstream's bytes unchanged but for the client's id, so
+    /// records hickory-proto would not round-trip pass through untouched. Only the
+    /// header and the question are decoded. `None` when `bytes` is not an answer
+    /// to our question (wrong id, wrong question, not a response); the forwarder
+    /// then keeps waiting or tries the next upstream.
     pub fn accept_upstream(&self, bytes: &[u8], upstream_id: u16) -> Option<Reply> {
-        let mut m = Message::from_vec(bytes).ok()?;
-        if m.metadata.id != upstream_id || m.metadata.message_type != MessageType::Response {
+        let mut decoder = BinDecoder::new(bytes);
+        let header = Header::read(&mut decoder).ok()?;
+        if header.metadata.id != upstream_id
+            || header.metadata.message_type != MessageType::Response
+            || header.counts.queries != 1
+        {
             return None;
         }
+        let queries = Message::read_queries(&mut decoder, 1).ok()?;
         let ours = self.query();
-        let same = m.queries.len() == 1
-            && m.queries[0].query_type() == ours.query_type()
-            && m.queries[0].query_class() == ours.query_class()
-            && m.queries[0].name().eq_ignore_root(ours.name());
+        let theirs = queries.first()?;
+        let same = theirs.query_type() == ours.query_type()
+            && theirs.query_class() == ours.query_class()
+            && theirs.name().eq_ignore_root(ours.name());
         if !same {
             return None;
         }
-        m.metadata.id = self.id();
-        let kind = ReplyKind::Forwarded;
-        let bytes_out = m.to_vec().ok()?;
-        let udp_truncated = (bytes_out.len() > usize::from(self.max_udp))
-            .then(|| m.truncate().to_vec().ok())
-            .flatten();
+        let mut out = bytes.to_vec();
+        out[..2].copy_from_slice(&self.id().to_be_bytes());
+        let udp_truncated = (out.len() > usize::from(self.max_udp)).then(|| {
+            let mut m = Message::new(self.id(), MessageType::Response, header.metadata.op_code);
+            m.metadata = header.metadata;
+            m.metadata.id = self.id();
+            m.metadata.truncation = true;
+            m.queries = queries;
+            m.to_vec().unwrap_or_else(|_| {
+                // Header only: TC set, every count zero.
+                let mut h = out[..12].to_vec();
+                h[2] |= 0b0000_0010;
+                h[4..].fill(0);
+                h
+            })
+        });
         Some(Reply {
-            bytes: bytes_out,
+            bytes: out,
             udp_truncated,
-            kind,
+            kind: ReplyKind::Forwarded,
         })
     }
 
