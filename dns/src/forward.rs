@@ -93,6 +93,11 @@ impl ForwarderConfig {
         Ok(Self::from_resolv_conf(&text))
     }
 
+    /// The defaults with the upstreams of the host's `/etc/resolv.conf`.
+    pub fn from_host() -> Result<Self, DnsError> {
+        Self::from_resolv_conf_file(Path::new("/etc/resolv.conf"))
+    }
+
     /// Refuses values that cannot work, naming the field.
     pub fn validate(&self) -> Result<(), DnsError> {
         if self.upstreams.len() > MAX_UPSTREAMS {

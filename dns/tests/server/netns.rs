@@ -1,13 +1,11 @@
 //! The server in a real network namespace, on 127.0.0.11:53, as a task sees it.
 //! Skips (with a message) when not root.
 
-mod harness;
-
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::{a_records, can_run, Client, FakeUpstream, TestNs, DEAD_UPSTREAM, UPSTREAM};
+use crate::harness::{a_records, can_run, Client, FakeUpstream, TestNs, DEAD_UPSTREAM, UPSTREAM};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use shoal_dns::{
