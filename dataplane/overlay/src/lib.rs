@@ -8,6 +8,7 @@
 
 pub mod counters;
 pub mod keys;
+pub mod lb;
 pub mod mac;
 pub mod offload;
 pub mod replay;

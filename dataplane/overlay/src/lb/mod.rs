@@ -1,0 +1,4 @@
+//! The L4 virtual-IP load balancer (WIP).
+#![allow(missing_docs)]
+pub mod flow;
+pub mod maglev;
