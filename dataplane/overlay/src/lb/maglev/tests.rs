@@ -23,6 +23,9 @@ fn disruption(all: &[BackendId], removed: BackendId, size: TableSize) -> (usize,
     let rest: Vec<_> = all.iter().copied().filter(|&b| b != removed).collect();
     let after = Maglev::build(&rest, size);
     let own = before.slots().filter(|&b| b == removed).count();
+    if after.is_empty() {
+        return (0, own);
+    }
     (changed(&before, &after) - own, own)
 }
 
