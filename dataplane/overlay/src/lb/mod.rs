@@ -2,3 +2,6 @@
 #![allow(missing_docs)]
 pub mod flow;
 pub mod maglev;
+pub mod nat;
+#[cfg(test)]
+mod testutil;
