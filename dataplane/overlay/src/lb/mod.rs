@@ -4,5 +4,6 @@ pub mod conntrack;
 pub mod flow;
 pub mod maglev;
 pub mod nat;
+pub mod reply;
 #[cfg(test)]
 mod testutil;
