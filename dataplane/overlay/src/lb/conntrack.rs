@@ -17,7 +17,11 @@
 //! re-armed at its new deadline, and only a dead one is removed. So each entry
 //! costs O(log n) once per timeout period rather than per packet. A deadline
 //! that moves *earlier* (a FIN or RST after hours of ESTABLISHED) arms a new
-//! timer, so closed flows leave within their short timeout. Lookups also treat
+//! timer, so closed flows leave within their short timeout. No timer is armed
+//! more than [`REARM_HORIZON`] ahead (an idle ESTABLISHED flow is re-armed
+//! every minute instead of once at 5 days), so the stale timers that removed
+//! or shortened entries leave behind are gone within a minute and the heap
+//! stays near the number of entries. Lookups also treat
 //! an entry past its deadline as gone, so correctness never waits for a sweep:
 //! [`Conntrack::expire`] only frees memory, and runs by itself when the table
 //! is full.
@@ -32,6 +36,9 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use crate::lb::flow::{FlowKey, Proto, TcpFlags};
+
+/// How far ahead a reaping timer is ever armed (see the module docs).
+pub const REARM_HORIZON: Duration = Duration::from_secs(60);
 
 /// Timeouts and size of the connection table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,7 +289,7 @@ impl Conntrack {
         e.deadline = now + timeout(&config, e.state);
         if e.deadline < e.armed {
             e.armed = e.deadline;
-            self.timers.push(Reverse((e.deadline, slot, s.generation)));
+            self.timers.push(Reverse((e.armed, slot, s.generation)));
         }
         let e = self.slots[slot as usize].entry.as_ref()?;
         Some((dir, e))
@@ -330,12 +337,13 @@ impl Conntrack {
             (Proto::Udp, _) => FlowState::UdpUnreplied,
         };
         let deadline = now + timeout(&self.config, state);
+        let armed = deadline.min(now + REARM_HORIZON);
         let entry = Entry {
             original,
             backend,
             state,
             deadline,
-            armed: deadline,
+            armed,
             fin_original: false,
             fin_reply: false,
         };
@@ -351,7 +359,7 @@ impl Conntrack {
         };
         let s = &mut self.slots[slot as usize];
         s.entry = Some(entry);
-        self.timers.push(Reverse((deadline, slot, s.generation)));
+        self.timers.push(Reverse((armed, slot, s.generation)));
         self.index.insert(original, (slot, Direction::Original));
         self.index.insert(reply, (slot, Direction::Reply));
         self.live += 1;
@@ -400,8 +408,8 @@ impl Conntrack {
                 self.remove_slot(slot);
                 reaped += 1;
             } else {
-                e.armed = e.deadline;
-                self.timers.push(Reverse((e.deadline, slot, generation)));
+                e.armed = e.deadline.min(now + REARM_HORIZON);
+                self.timers.push(Reverse((e.armed, slot, generation)));
             }
         }
         reaped

@@ -135,6 +135,37 @@ fn refreshed_entries_survive_the_sweep() {
 }
 
 #[test]
+fn closed_flows_leave_no_long_lived_timers() {
+    // Many short connections: each lives through ESTABLISHED (5-day deadline)
+    // and closes. The heap must not keep a timer per past flow for days.
+    let mut ct = table(100_000);
+    for port in 0..2000u16 {
+        let now = s(u64::from(port) / 10);
+        let k = flow(port, Proto::Tcp);
+        let r = ct.insert(now, k, BACKEND, SYN).unwrap().reply_key();
+        ct.observe(now, &r, SYN_ACK).unwrap();
+        ct.observe(now, &k, ACK).unwrap();
+        ct.observe(now, &k, RST).unwrap();
+        ct.expire(now);
+    }
+    ct.expire(s(200 + 3 * 60));
+    assert!(ct.is_empty());
+    assert!(ct.timers.is_empty(), "{} timers left", ct.timers.len());
+}
+
+#[test]
+fn idle_established_flows_are_rearmed_not_reaped() {
+    let mut ct = table(10);
+    let k = flow(1, Proto::Tcp);
+    ct.insert(s(0), k, BACKEND, ACK).unwrap();
+    for t in (0..3600).step_by(7) {
+        assert_eq!(ct.expire(s(t)), 0);
+    }
+    assert!(ct.timers.len() <= 1);
+    assert!(ct.get(s(3600), &k).is_some());
+}
+
+#[test]
 fn full_table_refuses_then_reaps() {
     let mut ct = table(2);
     ct.insert(s(0), flow(1, Proto::Udp), BACKEND, Seen::Udp)
