@@ -1,6 +1,8 @@
 //! Per-packet costs of the pure core: encapsulate, decapsulate, seal and open at
 //! 64, 512, 1400 and 9000 bytes, and cutting / merging a 64 KiB TCP super-frame.
 //! Criterion reports time per packet and throughput (bytes/s) on one core.
+//! `maglev`: building a service's Maglev table (65537 slots) for 10, 100 and
+//! 1000 backends, and one balanced packet (conntrack hit + DNAT).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shoal_overlay::keys::{Cipher, KeyRing, NetworkKey};
+use shoal_overlay::lb::flow::Proto;
+use shoal_overlay::lb::maglev::{BackendId, Maglev, TableSize};
+use shoal_overlay::lb::{Backend, BackendState, Balancer, BalancerConfig};
 use shoal_overlay::offload::{Push, TcpCoalescer, TsoPlan, VnetHdr, GSO_TCPV4, VNET_F_NEEDS_CSUM};
 use shoal_overlay::seal::{Opener, RekeyPolicy, Sealer, SEALED_PAYLOAD_AT, TAG_LEN};
 use shoal_overlay::vxlan::{Vni, VxlanPacket, VxlanRepr, VXLAN_HEADER_LEN};
@@ -143,5 +148,52 @@ fn offload(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, plain, sealed, offload);
+fn maglev(c: &mut Criterion) {
+    let mut g = c.benchmark_group("maglev");
+    for n in [10u32, 100, 1000] {
+        let ids: Vec<BackendId> = (0..n)
+            .map(|i| {
+                BackendId::from(std::net::SocketAddrV4::new(
+                    Ipv4Addr::from(0x0a00_0000 + i),
+                    8080,
+                ))
+            })
+            .collect();
+        g.bench_with_input(BenchmarkId::new("build", n), &ids, |b, ids| {
+            b.iter(|| black_box(Maglev::build(black_box(ids), TableSize::DEFAULT)))
+        });
+    }
+    // One packet of an established flow: VIP test, conntrack hit, DNAT.
+    let vip = Ipv4Addr::new(10, 0, 0, 100);
+    let mut lb = Balancer::new(BalancerConfig::default()).unwrap();
+    let backends: Vec<Backend> = (1..=10)
+        .map(|i| Backend {
+            addr: std::net::SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, i), 8080),
+            state: BackendState::Active,
+        })
+        .collect();
+    lb.set_service(vip, 80, Proto::Tcp, &backends);
+    let mut pkt = [0u8; 40];
+    pkt[0] = 0x45;
+    pkt[2..4].copy_from_slice(&40u16.to_be_bytes());
+    pkt[9] = 6;
+    pkt[12..16].copy_from_slice(&[10, 0, 0, 2]);
+    pkt[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    pkt[32] = 5 << 4;
+    pkt[33] = 0x10;
+    let fresh = |p: &mut [u8; 40]| {
+        p[16..20].copy_from_slice(&vip.octets());
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+    };
+    let now = Duration::from_secs(1);
+    g.bench_function("packet/established", |b| {
+        b.iter(|| {
+            fresh(&mut pkt);
+            black_box(lb.handle_outbound(now, black_box(&mut pkt)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, plain, sealed, offload, maglev);
 criterion_main!(benches);

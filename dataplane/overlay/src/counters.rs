@@ -61,6 +61,14 @@ drop_reasons! {
     UnknownPeer => "unknown_peer",
     /// The kernel refused to send or deliver the frame (buffer full, device gone).
     IoError => "io_error",
+    /// A non-first IPv4 fragment to a service VIP: it carries no ports, so it
+    /// cannot be matched to a flow (the balancer does not reassemble).
+    VipFragment => "vip_fragment",
+    /// A new flow to a VIP refused because the connection table is full.
+    ConntrackFull => "conntrack_full",
+    /// A new flow to a VIP whose reply 5-tuple is already tracked for another
+    /// flow (one client port to two VIP ports with the same target port).
+    ConntrackClash => "conntrack_clash",
 }
 
 /// One lock-free counter per [`DropReason`].

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use shoal_overlay::counters::DropReason;
 use shoal_overlay::keys::{Cipher, KeyRing, NetworkKey};
+use shoal_overlay::lb::conntrack::ConntrackConfig;
+use shoal_overlay::lb::flow::Proto;
+use shoal_overlay::lb::{Backend, BackendState, Balancer, BalancerConfig, LbVerdict};
 use shoal_overlay::mac::MacAddr;
 use shoal_overlay::offload::{TsoPlan, VnetHdr, GSO_TCPV4};
 use shoal_overlay::seal::{Opener, RekeyPolicy, Sealer};
@@ -99,6 +102,54 @@ fn sealed(key: u8) -> (Sealer, Vec<u8>) {
     (s, out)
 }
 
+/// A TCP SYN from 10.0.0.2:`sport` to the VIP 10.0.0.100:`dport` (IPv4 and
+/// TCP headers only; the balancer does not check checksums).
+fn syn_to_vip(sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[9] = 6;
+    p[12..16].copy_from_slice(&[10, 0, 0, 2]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 100]);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = 0x02;
+    p
+}
+
+/// A balancer with one backend behind 10.0.0.100:80 and :81; the verdict for
+/// each packet in turn, the last returned.
+fn balance(max_entries: usize, packets: &[Vec<u8>]) -> LbVerdict {
+    let mut lb = Balancer::new(BalancerConfig {
+        conntrack: ConntrackConfig {
+            max_entries,
+            ..ConntrackConfig::default()
+        },
+        ..BalancerConfig::default()
+    })
+    .unwrap();
+    let b = [Backend {
+        addr: "10.0.1.1:8080".parse().unwrap(),
+        state: BackendState::Active,
+    }];
+    for port in [80, 81] {
+        lb.set_service(Ipv4Addr::new(10, 0, 0, 100), port, Proto::Tcp, &b);
+    }
+    let mut last = LbVerdict::NotForVip;
+    for p in packets {
+        last = lb.handle_outbound(NOW, &mut p.clone());
+    }
+    last
+}
+
+fn lb_drop(got: LbVerdict) -> Verdict {
+    match got {
+        LbVerdict::Drop(r) => Verdict::Drop(r),
+        _ => Verdict::Reply(0),
+    }
+}
+
 /// Produces `reason` through the pure core, or names the driver test that does.
 fn reach(reason: DropReason) -> Result<(), String> {
     let me = MacAddr::from_ipv4(ip(2));
@@ -176,6 +227,13 @@ fn reach(reason: DropReason) -> Result<(), String> {
             IpAddr::V4(Ipv4Addr::new(10, 99, 0, 99)),
             &eth(me, me, [8, 0], 60),
         ),
+        DropReason::VipFragment => {
+            let mut p = syn_to_vip(1, 80);
+            p[7] = 8;
+            lb_drop(balance(8, &[p]))
+        }
+        DropReason::ConntrackFull => lb_drop(balance(1, &[syn_to_vip(1, 80), syn_to_vip(2, 80)])),
+        DropReason::ConntrackClash => lb_drop(balance(8, &[syn_to_vip(1, 80), syn_to_vip(1, 81)])),
     };
     if got == Verdict::Drop(reason) {
         Ok(())

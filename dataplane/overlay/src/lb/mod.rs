@@ -1,0 +1,364 @@
+//! The L4 virtual-IP load balancer: the pure core.
+//!
+//! Every Swarm service gets a VIP; a task that opens a flow to `VIP:port` is
+//! balanced *on its own node*, in the userspace switch, before the frame is
+//! switched: the balancer picks a backend task with Maglev ([`maglev`]),
+//! remembers the choice in a connection table keyed by the 5-tuple in both
+//! directions ([`conntrack`]), and rewrites the packet's destination in place
+//! ([`nat`]); replies from the backend get the VIP back as their source. There
+//! is no per-flow coordination between nodes: Maglev gives every node the same
+//! table for the same backend set, so a flow keeps its backend even when the
+//! table that pinned it is lost.
+//!
+//! Backend lifecycle, as the control plane reports it through
+//! [`Balancer::set_service`]:
+//! - [`BackendState::Active`]: in the Maglev table, takes new flows.
+//! - [`BackendState::Draining`]: out of the table (new flows never pick it);
+//!   flows already pinned to it keep going until they end or time out.
+//! - [`BackendState::Dead`], or absent from the set: out of the table; the next
+//!   packet of a TCP flow pinned to it gets [`LbVerdict::Reset`] (the caller
+//!   answers with [`reply::tcp_rst_for`]) so the client fails fast instead of
+//!   retransmitting into the void; a UDP flow is re-balanced to a live backend.
+//!   Entries are dropped lazily, on that next packet or at their timeout.
+//!
+//! Like the switch, the balancer only decides and rewrites: it takes `now`
+//! (a [`Duration`] since any fixed epoch) and the packet, and returns a
+//! verdict. Drops are [`DropReason`]s, counted with the switch's counters.
+//! All packets start at the IPv4 header; the caller strips and restores the
+//! Ethernet header (and rewrites the destination MAC to the backend's).
+
+pub mod conntrack;
+pub mod flow;
+pub mod maglev;
+pub mod nat;
+pub mod proxy;
+pub mod reply;
+#[cfg(test)]
+mod testutil;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::counters::DropReason;
+use conntrack::{ConfigError, Conntrack, ConntrackConfig, ConntrackError, Direction, Seen};
+use flow::{FlowKey, Proto};
+use maglev::{BackendId, Maglev, TableSize};
+use nat::{Ipv4L4, L4Checksum, NatError};
+
+/// A service's virtual address: VIP, port and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// The service port.
+    pub port: u16,
+    /// TCP or UDP.
+    pub proto: Proto,
+}
+
+/// Whether a backend takes flows (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendState {
+    /// Takes new flows.
+    Active,
+    /// Takes no new flows; existing ones continue.
+    Draining,
+    /// Gone: existing TCP flows are reset, UDP flows re-balanced.
+    Dead,
+}
+
+/// One backend task of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// The task's overlay address and target port.
+    pub addr: SocketAddrV4,
+    /// Its state.
+    pub state: BackendState,
+}
+
+/// The balancer's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BalancerConfig {
+    /// The connection table.
+    pub conntrack: ConntrackConfig,
+    /// Maglev table size of every service.
+    pub table_size: TableSize,
+}
+
+/// What to do with a packet a task sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbVerdict {
+    /// Not addressed to a service VIP:port: switch it as it is (untouched).
+    NotForVip,
+    /// The destination was rewritten to `backend`: switch it there.
+    Forward {
+        /// The chosen backend.
+        backend: SocketAddrV4,
+    },
+    /// The service has no active backend. The packet is untouched; answer the
+    /// client with [`reply::tcp_rst_for`] or [`reply::icmp_port_unreachable_for`].
+    NoBackend,
+    /// The flow's backend is dead. The packet is untouched; answer with
+    /// [`reply::tcp_rst_for`] (which sends nothing for an RST).
+    Reset,
+    /// Drop the packet and count the reason.
+    Drop(DropReason),
+}
+
+/// What to do with a packet that may be a backend's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyVerdict {
+    /// Not a reply of a tracked flow: untouched.
+    NotTracked,
+    /// The source was rewritten to the VIP: deliver to `client`.
+    Translated {
+        /// The VIP and port the client addressed (now the packet's source).
+        vip: SocketAddrV4,
+        /// The client (the packet's destination).
+        client: SocketAddrV4,
+    },
+}
+
+#[derive(Debug)]
+struct Service {
+    backends: HashMap<SocketAddrV4, BackendState>,
+    maglev: Maglev,
+}
+
+impl Service {
+    fn carries(&self, backend: SocketAddrV4) -> bool {
+        matches!(
+            self.backends.get(&backend),
+            Some(BackendState::Active | BackendState::Draining)
+        )
+    }
+}
+
+/// Services, their Maglev tables and the connection table of one node.
+#[derive(Debug)]
+pub struct Balancer {
+    config: BalancerConfig,
+    services: HashMap<ServiceKey, Service>,
+    /// How many services each VIP has: a cheap first test for every packet.
+    vips: HashMap<Ipv4Addr, usize>,
+    conntrack: Conntrack,
+}
+
+impl Balancer {
+    /// A balancer with no services.
+    pub fn new(config: BalancerConfig) -> Result<Balancer, ConfigError> {
+        Ok(Balancer {
+            conntrack: Conntrack::new(config.conntrack)?,
+            config,
+            services: HashMap::new(),
+            vips: HashMap::new(),
+        })
+    }
+
+    /// Sets (adds or replaces) the backends of `vip:port/proto`. The Maglev
+    /// table of this service alone is rebuilt, and only when its set of active
+    /// backends changed; returns whether it was. If an address is listed
+    /// twice, the last entry wins.
+    pub fn set_service(
+        &mut self,
+        vip: Ipv4Addr,
+        port: u16,
+        proto: Proto,
+        backends: &[Backend],
+    ) -> bool {
+        let key = ServiceKey { vip, port, proto };
+        let states: HashMap<SocketAddrV4, BackendState> =
+            backends.iter().map(|b| (b.addr, b.state)).collect();
+        let mut active: Vec<BackendId> = states
+            .iter()
+            .filter(|(_, &s)| s == BackendState::Active)
+            .map(|(&a, _)| BackendId::from(a))
+            .collect();
+        active.sort_unstable();
+        let size = self.config.table_size;
+        match self.services.get_mut(&key) {
+            Some(svc) => {
+                svc.backends = states;
+                if svc.maglev.backends() == active.as_slice() {
+                    return false;
+                }
+                svc.maglev = Maglev::build(&active, size);
+            }
+            None => {
+                *self.vips.entry(vip).or_default() += 1;
+                self.services.insert(
+                    key,
+                    Service {
+                        backends: states,
+                        maglev: Maglev::build(&active, size),
+                    },
+                );
+            }
+        }
+        true
+    }
+
+    /// Removes a service and forgets its flows; true if it existed.
+    pub fn remove_service(&mut self, vip: Ipv4Addr, port: u16, proto: Proto) -> bool {
+        let key = ServiceKey { vip, port, proto };
+        if self.services.remove(&key).is_none() {
+            return false;
+        }
+        if let Some(n) = self.vips.get_mut(&vip) {
+            *n -= 1;
+            if *n == 0 {
+                self.vips.remove(&vip);
+            }
+        }
+        let dst = SocketAddrV4::new(vip, port);
+        self.conntrack
+            .retain(|e| e.original.dst != dst || e.original.proto != proto);
+        true
+    }
+
+    /// Every service, sorted.
+    pub fn services(&self) -> Vec<ServiceKey> {
+        let mut out: Vec<_> = self.services.keys().copied().collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// True if `ip` is the VIP of some service.
+    pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
+        self.vips.contains_key(&ip)
+    }
+
+    /// The backend a *new* flow `key` would get, if any.
+    pub fn pick(&self, key: &FlowKey) -> Option<SocketAddrV4> {
+        let svc = self.services.get(&ServiceKey {
+            vip: *key.dst.ip(),
+            port: key.dst.port(),
+            proto: key.proto,
+        })?;
+        svc.maglev.lookup(key.hash()).map(BackendId::addr)
+    }
+
+    /// The connection table.
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.conntrack
+    }
+
+    /// Reaps expired flows; returns how many. Call it every second or so.
+    pub fn expire(&mut self, now: Duration) -> usize {
+        self.conntrack.expire(now)
+    }
+
+    /// Balances a packet a task sent (starting at its IPv4 header), whose L4
+    /// checksum is complete. See [`LbVerdict`].
+    pub fn handle_outbound(&mut self, now: Duration, packet: &mut [u8]) -> LbVerdict {
+        self.handle_outbound_with(now, packet, L4Checksum::Complete)
+    }
+
+    /// [`Balancer::handle_outbound`] for a packet whose L4 checksum is in the
+    /// state `csum` (partial for a TAP frame with `NEEDS_CSUM`).
+    pub fn handle_outbound_with(
+        &mut self,
+        now: Duration,
+        packet: &mut [u8],
+        csum: L4Checksum,
+    ) -> LbVerdict {
+        // Cheap test first: almost every packet is not for a VIP.
+        match packet.get(..20) {
+            Some(h) if h[0] >> 4 == 4 => {
+                if !self.is_vip(Ipv4Addr::new(h[16], h[17], h[18], h[19])) {
+                    return LbVerdict::NotForVip;
+                }
+            }
+            _ => return LbVerdict::NotForVip,
+        }
+        let mut p = match Ipv4L4::new_checked(&mut *packet) {
+            Ok(p) => p,
+            Err(NatError::UnsupportedProtocol(_)) => return LbVerdict::NotForVip,
+            Err(NatError::Fragment) => return LbVerdict::Drop(DropReason::VipFragment),
+            Err(_) => return LbVerdict::Drop(DropReason::Malformed),
+        };
+        let key = p.flow_key();
+        let Some(svc) = self.services.get(&ServiceKey {
+            vip: *key.dst.ip(),
+            port: key.dst.port(),
+            proto: key.proto,
+        }) else {
+            return LbVerdict::NotForVip;
+        };
+        let flags = p.tcp_flags();
+        let seen = flags.map_or(Seen::Udp, Seen::Tcp);
+        let opens = flags.is_some_and(|f| f.syn() && !f.ack());
+
+        if let Some((Direction::Original, e)) = self.conntrack.get(now, &key) {
+            let backend = e.backend;
+            // A SYN on a closed flow is the client reusing its port: a new flow.
+            let reopened = opens
+                && matches!(
+                    e.state,
+                    conntrack::FlowState::Tcp(
+                        conntrack::TcpState::TimeWait | conntrack::TcpState::Close
+                    )
+                );
+            let alive = svc.carries(backend);
+            if alive && !reopened {
+                self.conntrack.observe(now, &key, seen);
+                p.set_dst(backend, csum);
+                return LbVerdict::Forward { backend };
+            }
+            self.conntrack.remove(&key);
+            if !alive && !reopened && key.proto == Proto::Tcp {
+                return LbVerdict::Reset;
+            }
+        }
+
+        let Some(backend) = svc.maglev.lookup(key.hash()).map(BackendId::addr) else {
+            return LbVerdict::NoBackend;
+        };
+        // An RST of an unknown flow is passed on, but not tracked.
+        if !flags.is_some_and(|f| f.rst()) {
+            match self.conntrack.insert(now, key, backend, seen) {
+                Ok(_) => {}
+                Err(ConntrackError::Full(_)) => return LbVerdict::Drop(DropReason::ConntrackFull),
+                Err(ConntrackError::Clash(_)) => {
+                    return LbVerdict::Drop(DropReason::ConntrackClash)
+                }
+            }
+        }
+        p.set_dst(backend, csum);
+        LbVerdict::Forward { backend }
+    }
+
+    /// Reverse-NATs a packet (starting at its IPv4 header, L4 checksum
+    /// complete) if it is a backend's reply in a tracked flow.
+    pub fn handle_reply(&mut self, now: Duration, packet: &mut [u8]) -> ReplyVerdict {
+        self.handle_reply_with(now, packet, L4Checksum::Complete)
+    }
+
+    /// [`Balancer::handle_reply`] for a packet whose L4 checksum is in the
+    /// state `csum`.
+    pub fn handle_reply_with(
+        &mut self,
+        now: Duration,
+        packet: &mut [u8],
+        csum: L4Checksum,
+    ) -> ReplyVerdict {
+        let Ok(mut p) = Ipv4L4::new_checked(packet) else {
+            return ReplyVerdict::NotTracked;
+        };
+        let key = p.flow_key();
+        if !matches!(self.conntrack.get(now, &key), Some((Direction::Reply, _))) {
+            return ReplyVerdict::NotTracked;
+        }
+        let seen = p.tcp_flags().map_or(Seen::Udp, Seen::Tcp);
+        let Some((_, e)) = self.conntrack.observe(now, &key, seen) else {
+            return ReplyVerdict::NotTracked;
+        };
+        let (vip, client) = (e.vip(), e.client());
+        p.set_src(vip, csum);
+        ReplyVerdict::Translated { vip, client }
+    }
+}
+
+#[cfg(test)]
+mod tests;
