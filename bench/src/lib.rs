@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chart;
+pub mod dns;
 pub mod overlay;
 pub mod peers;
 pub mod raft;

@@ -3,12 +3,13 @@
 //! `cargo run --release -p shoal-bench -- overlay` builds two nodes with the
 //! topology crate and measures, in one run, veth, the kernel's VXLAN, and shoal
 //! plain and encrypted. The binary doubles as `shoald` (`shoal-bench shoald ...`)
-//! so the daemon measured is always the one built with it.
+//! so the daemon measured is always the one built with it. `shoal-bench dns`
+//! measures the embedded DNS server against dnsmasq with dnsperf.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shoal_bench::{overlay, raft};
+use shoal_bench::{dns, overlay, raft};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -89,9 +90,41 @@ fn main() -> ExitCode {
             }
             raft_main(&settings)
         }
+        Some("dns") => {
+            let mut settings = dns::Settings::default();
+            let mut rest = args[2..].iter();
+            while let Some(a) = rest.next() {
+                let v = rest.next().and_then(|v| v.parse::<u32>().ok());
+                match (a.as_str(), v) {
+                    ("--seconds", Some(v)) if (1..=60).contains(&v) => settings.seconds = v,
+                    ("--clients", Some(v)) if (1..=64).contains(&v) => settings.clients = v,
+                    ("--services", Some(v)) if (1..=10_000).contains(&v) => settings.services = v,
+                    ("--tasks", Some(v)) if (1..=50).contains(&v) => settings.tasks = v,
+                    _ => {
+                        eprintln!("shoal-bench dns: unknown or invalid option {a:?} (use --seconds 1..=60, --clients 1..=64, --services 1..=10000, --tasks 1..=50)");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            match dns::run(&settings) {
+                Ok(rows) => {
+                    print!("{}", dns::render(&rows));
+                    if let Err(e) = dns::write_files(&rows, &settings.out_dir) {
+                        eprintln!("shoal-bench: cannot write results: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                    eprintln!("results in {}/dns.json", settings.out_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shoal-bench dns: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
             eprintln!(
-                "usage: shoal-bench overlay [--seconds N] [--pings N] [--workers N] [--no-peers]\n       shoal-bench raft [--writes N] [--clients 1,16] [--no-etcd]"
+                "usage: shoal-bench overlay [--seconds N] [--pings N] [--workers N] [--no-peers]\n       shoal-bench raft [--writes N] [--clients 1,16] [--no-etcd]\n       shoal-bench dns [--seconds N] [--clients N] [--services N] [--tasks N]"
             );
             ExitCode::FAILURE
         }

@@ -22,13 +22,16 @@ pub enum DnsError {
         source: std::io::Error,
     },
     /// A socket could not be set up or handed to the tokio runtime.
-    #[error("cannot set up the DNS {what} socket: {source} (DnsServer::start and Forwarder::new must run inside a tokio runtime)")]
+    #[error("cannot set up the DNS {what} socket: {source}")]
     Socket {
         /// Which socket.
         what: &'static str,
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Called outside a tokio runtime (with I/O and time enabled).
+    #[error("{0} must be called inside a tokio runtime with I/O and time enabled (Runtime::block_on, or from a task)")]
+    NoRuntime(&'static str),
     /// The resolver configuration file could not be read.
     #[error("cannot read resolver configuration {path}: {source}")]
     ResolvConf {

@@ -234,6 +234,7 @@ impl Forwarder {
     /// task(s) there.
     pub fn new(config: ForwarderConfig, netns: Option<&Path>) -> Result<Self, DnsError> {
         config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| DnsError::NoRuntime("Forwarder::new"))?;
         let netns = netns.map(NetNs::open).transpose()?.map(Arc::new);
         let want_v4 = config.upstreams.iter().any(SocketAddr::is_ipv4);
         let want_v6 = config.upstreams.iter().any(SocketAddr::is_ipv6);

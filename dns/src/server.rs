@@ -200,6 +200,8 @@ impl DnsServer {
         config: ServerConfig,
     ) -> Result<Self, DnsError> {
         config.validate()?;
+        tokio::runtime::Handle::try_current()
+            .map_err(|_| DnsError::NoRuntime("DnsServer::start"))?;
         let bind = move || -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
             let udp = std::net::UdpSocket::bind(listen).map_err(|source| DnsError::Bind {
                 proto: "UDP",

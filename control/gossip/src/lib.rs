@@ -87,8 +87,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod core;
 pub mod driver;
+pub mod output;
 pub mod record;
 pub mod seal;
 pub mod sim;

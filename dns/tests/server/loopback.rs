@@ -169,3 +169,9 @@ fn shutdown_closes_the_sockets() {
     }
     assert!(rebound, "{addr} still bound after shutdown");
 }
+
+#[test]
+fn outside_a_runtime_is_an_error_not_a_panic() {
+    let err = Forwarder::new(ForwarderConfig::default(), None).unwrap_err();
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
