@@ -4,6 +4,7 @@
 //!
 //! Needs root (namespaces); `scripts/test` runs it.
 
+mod discovery;
 #[path = "../common/http.rs"]
 mod http;
 mod lifecycle;
@@ -31,6 +32,8 @@ struct Swarm {
     dir: PathBuf,
     daemons: Vec<Option<ManagedChild>>,
     topo: Topology,
+    /// Extra environment of every daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Swarm {
@@ -42,7 +45,13 @@ impl Drop for Swarm {
 
 impl Swarm {
     fn new(nodes: usize) -> Result<Swarm> {
-        let topo = Topology::builder().nodes(nodes).build()?;
+        Swarm::new_with(nodes, 0, &[])
+    }
+
+    /// N nodes, `clients` client namespaces, and `env` in every daemon's
+    /// environment.
+    fn new_with(nodes: usize, clients: usize, env: &[(&str, &str)]) -> Result<Swarm> {
+        let topo = Topology::builder().nodes(nodes).clients(clients).build()?;
         let dir = std::env::temp_dir().join(format!(
             "shoal-swarm-{}-{}",
             std::process::id(),
@@ -53,6 +62,10 @@ impl Swarm {
             dir,
             daemons: (0..nodes).map(|_| None).collect(),
             topo,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for i in 0..nodes {
             s.start(i)?;
@@ -98,6 +111,7 @@ impl Swarm {
             // Test-only: lets `swarm init --cert-expiry` go down to 10 s so
             // that certificate renewal can be watched (Docker's minimum is 1h).
             .env("SHOAL_TEST_MIN_CERT_SECS", "10")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -107,7 +121,7 @@ impl Swarm {
             );
         self.daemons[i] = Some(self.topo.node(i).ns().spawn(cmd)?);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !matches!(http(&sock, "GET", "/v1/dataplane", None), Ok((503, _))) {
+        while http(&sock, "GET", "/v1/swarm", None).is_err() {
             if Instant::now() > deadline {
                 bail!("shoald on node {i} did not come up; see {}", log.display());
             }
@@ -116,9 +130,21 @@ impl Swarm {
         Ok(())
     }
 
-    /// Kills node `i`'s daemon (SIGKILL: nothing is flushed on the way out).
+    /// Stops node `i`'s daemon (SIGTERM, so it may leave gossip and stop its
+    /// tasks on the way out; SIGKILL after a grace period).
     fn kill(&mut self, i: usize) {
         if let Some(mut d) = self.daemons[i].take() {
+            let _ = d.kill();
+        }
+    }
+
+    /// Crashes node `i`'s daemon: SIGKILL at once, nothing said or flushed
+    /// on the way out (its tasks die with it, by their parent-death signal).
+    fn crash(&mut self, i: usize) {
+        if let Some(mut d) = self.daemons[i].take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &d.id().to_string()])
+                .status();
             let _ = d.kill();
         }
     }

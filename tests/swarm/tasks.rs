@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::Swarm;
 
 /// The tasks of `service` as node `via` reports them.
-fn tasks(s: &Swarm, via: usize, service: &str) -> Result<Vec<Value>> {
+pub(crate) fn tasks(s: &Swarm, via: usize, service: &str) -> Result<Vec<Value>> {
     let (code, v) = s.op(
         via,
         &json!({"op": "tasks", "service": service, "node": null}),
@@ -23,7 +23,7 @@ fn tasks(s: &Swarm, via: usize, service: &str) -> Result<Vec<Value>> {
 }
 
 /// Node hostname of each running task that is wanted running.
-fn running(s: &Swarm, via: usize, service: &str) -> Result<Vec<String>> {
+pub(crate) fn running(s: &Swarm, via: usize, service: &str) -> Result<Vec<String>> {
     Ok(tasks(s, via, service)?
         .iter()
         .filter(|t| {
@@ -51,7 +51,7 @@ fn pids_of_task(name: &str) -> Vec<u32> {
     out
 }
 
-fn full_name(t: &Value) -> String {
+pub(crate) fn full_name(t: &Value) -> String {
     format!(
         "{}.{}",
         t["name"].as_str().unwrap_or(""),
@@ -268,7 +268,7 @@ fn task_environment_hostname_and_logs() {
 }
 
 /// The pid of the one process of the task with this full name.
-fn pid_of(name: &str) -> Result<u32> {
+pub(crate) fn pid_of(name: &str) -> Result<u32> {
     let pids = pids_of_task(name);
     match pids.as_slice() {
         [pid] => Ok(*pid),
@@ -276,10 +276,11 @@ fn pid_of(name: &str) -> Result<u32> {
     }
 }
 
-/// `curl http://ip/` from inside the network namespace of process `pid`.
-fn curl_from(pid: u32, ip: &str) -> Result<String> {
+/// `curl http://host/` from inside the network and mount namespaces of
+/// process `pid` (so names go to its resolver, the embedded DNS).
+pub(crate) fn curl_from(pid: u32, ip: &str) -> Result<String> {
     let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["-t", &pid.to_string(), "-n", "-m"])
         .args(["curl", "-sS", "--max-time", "3", &format!("http://{ip}/")])
         .output()?;
     if !out.status.success() {

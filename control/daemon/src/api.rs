@@ -4,7 +4,8 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/metrics` | Prometheus text: drops per reason, frame counters |
-//! | GET | `/v1/dataplane` | JSON: networks, their endpoints, counters |
+//! | GET | `/v1/dataplane` | JSON: networks, their endpoints, counters (503 until a data plane runs) |
+//! | GET | `/v1/discovery` | JSON: gossip members and each network's endpoints (swarm mode) |
 //! | POST | `/v1/networks` | add a network (JSON as a `[[networks]]` entry of the file); idempotent |
 //! | DELETE | `/v1/networks/{name}` | remove a network (409 while local endpoints are attached) |
 //! | PUT | `/v1/networks/{name}/peers` | replace the peer nodes: `{"peers": ["10.99.0.12"]}` |
@@ -30,19 +31,29 @@ use shoal_overlay::counters::DropReason;
 use shoal_overlay::mac::MacAddr;
 use shoal_overlay::switch::Location;
 
+use crate::attach::DataPlaneAttacher;
 use crate::file::{key_ring, EndpointSection, KeySection, NetworkSection};
 
 /// The API's view of the daemon.
 pub type AppState = Arc<DataPlane>;
 
-/// The router of the local API: the data plane's routes when this daemon
-/// runs one (a node in swarm mode gets its networks from the managers later),
-/// and the swarm routes of [`shoal_manager::local`].
-pub fn router(dp: Option<AppState>, swarm: Arc<shoal_manager::swarm::Swarm>) -> Router {
+/// The router of the local API: the data plane's routes that change it
+/// when this daemon runs a standalone one (`--config`), its status whenever
+/// a data plane runs (in swarm mode it starts with the first task's
+/// network), what the node knows through gossip, and the swarm routes of
+/// [`shoal_manager::local`].
+pub fn router(
+    dp: Option<AppState>,
+    attacher: Arc<DataPlaneAttacher>,
+    swarm: Arc<shoal_manager::swarm::Swarm>,
+) -> Router {
+    let status_routes = Router::new()
+        .route("/v1/dataplane", get(status))
+        .route("/metrics", get(metrics))
+        .route("/v1/discovery", get(discovery))
+        .with_state(attacher);
     let data = match dp {
         Some(dp) => Router::new()
-            .route("/metrics", get(metrics))
-            .route("/v1/dataplane", get(status))
             .route("/v1/networks", post(add_network))
             .route("/v1/networks/{name}", delete(remove_network))
             .route("/v1/networks/{name}/peers", put(set_peers))
@@ -52,16 +63,31 @@ pub fn router(dp: Option<AppState>, swarm: Arc<shoal_manager::swarm::Swarm>) -> 
             .route("/v1/networks/{name}/remotes", post(upsert_remote))
             .route("/v1/networks/{name}/remotes/{mac}", delete(remove_remote))
             .with_state(dp),
-        None => Router::new().route("/v1/dataplane", get(no_dataplane)),
+        None => Router::new(),
     };
-    data.merge(shoal_manager::local::router(swarm))
+    status_routes
+        .merge(data)
+        .merge(shoal_manager::local::router(swarm))
 }
 
-async fn no_dataplane() -> ApiError {
+fn no_dataplane() -> ApiError {
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
-        "this shoald runs no standalone data plane (start it with --config FILE)".into(),
+        "this shoald runs no data plane yet: start it with --config FILE, or run a swarm task \
+         attached to an overlay network"
+            .into(),
     )
+}
+
+async fn discovery(
+    State(attacher): State<Arc<DataPlaneAttacher>>,
+) -> Result<Json<crate::attach::DiscoveryStatus>, ApiError> {
+    attacher.discovery().map(Json).ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gossip is not running: this node is not in a swarm yet".into(),
+        )
+    })
 }
 
 /// An error answer: a status and a message naming the problem.
@@ -115,7 +141,8 @@ fn frame_counters(dp: &DataPlane) -> [(&'static str, u64); 5] {
     ]
 }
 
-async fn metrics(State(dp): State<AppState>) -> String {
+async fn metrics(State(attacher): State<Arc<DataPlaneAttacher>>) -> Result<String, ApiError> {
+    let dp = attacher.current().ok_or_else(no_dataplane)?;
     let mut out = String::new();
     out.push_str(
         "# HELP shoal_dataplane_drops_total Frames dropped by the data plane, by reason.\n",
@@ -138,7 +165,7 @@ async fn metrics(State(dp): State<AppState>) -> String {
             "shoal_dataplane_frames_total{{direction=\"{dir}\"}} {n}"
         );
     }
-    out
+    Ok(out)
 }
 
 /// One endpoint in the status answer.
@@ -180,7 +207,10 @@ pub struct StatusView {
     pub lanes: Vec<FrameCounts>,
 }
 
-async fn status(State(dp): State<AppState>) -> Json<StatusView> {
+async fn status(
+    State(attacher): State<Arc<DataPlaneAttacher>>,
+) -> Result<Json<StatusView>, ApiError> {
+    let dp = attacher.current().ok_or_else(no_dataplane)?;
     let networks = dp
         .networks()
         .into_iter()
@@ -210,12 +240,12 @@ async fn status(State(dp): State<AppState>) -> Json<StatusView> {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    Json(StatusView {
+    Ok(Json(StatusView {
         networks,
         drops,
         frames,
         lanes: dp.lane_stats(),
-    })
+    }))
 }
 
 /// Body of `PUT /v1/networks/{name}/keys`.

@@ -1,48 +1,182 @@
 //! The swarm agent's way onto the overlay: task interfaces and the networks
-//! they need, made with the node's [`DataPlane`].
+//! they need, made with the node's [`DataPlane`], and service discovery:
+//! gossip and each task's embedded DNS.
 //!
 //! The data plane starts on the first network a task needs, on this node's
 //! swarm address and UDP 4789 (or is the one `--config` started). Networks
 //! are named by their swarm id inside it (names can be reused after `network
-//! rm`, ids cannot). Each sync makes the data plane's networks, peers and
-//! remote tasks equal to the managers' assignments, removing what they no
-//! longer list, and gives encrypted networks the cluster's key ring.
+//! rm`, ids cannot). Each sync makes the data plane's networks equal to the
+//! managers' assignments, removing what they no longer list, and gives
+//! encrypted networks the cluster's key ring.
+//!
+//! Gossip (UDP and TCP 7946 on the swarm address, sealed with the cluster's
+//! gossip keys) starts with the first sync that has keys; the managers are
+//! its seeds. A task's endpoints are published when it is attached and
+//! withdrawn when it is detached. Everything the data plane knows about
+//! other nodes' tasks, and everything a task's DNS answers, comes from the
+//! gossip view ([`crate::discovery`]), so a node gossip declares dead leaves
+//! both within the detection window.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use shoal_manager::dispatch::NetworkAssignment;
-use shoal_manager::state::task::task_mac;
+use shoal_dns::{DnsServer, Forwarder, ForwarderConfig, Zone};
+use shoal_gossip::{EndpointRecord, GossipConfig, GossipHandle, TableView, Timings};
+use shoal_manager::dispatch::{AssignedTask, NetworkAssignment};
 use shoal_manager::state::ClusterKey;
-use shoal_manager::worker::NetworkAttacher;
-use shoal_node::config::{
-    DataPlaneConfig, Encryption, LocalEndpointConfig, NetworkConfig, RemoteEndpoint,
-};
+use shoal_manager::worker::{NetworkAttacher, NodeNetworking};
+use shoal_node::config::{DataPlaneConfig, Encryption, LocalEndpointConfig, NetworkConfig};
 use shoal_node::{DataPlane, DataPlaneError};
 use shoal_overlay::keys::{Cipher, KeyRing, NetworkKey};
 use shoal_overlay::mac::MacAddr;
+use tokio::sync::watch;
+
+use crate::discovery::{self, GOSSIP_PORT};
 
 /// How old a new key must be before nodes send with it: every node has
 /// heard of it by then (heartbeats), so none drops frames sealed with a key
 /// it does not know yet. Until then the previous key sends.
 pub const KEY_SETTLE_SECS: u64 = 15;
 
-/// Attaches tasks through a data plane started on demand.
+/// Where each task's DNS server listens, inside the task's namespace.
+pub const EMBEDDED_DNS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)), 53);
+
+/// How the embedded DNS answers and forwards.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// Where names that are not the swarm's go (at most 3).
+    pub upstreams: Vec<SocketAddr>,
+    /// TTL of the swarm's answers, in seconds.
+    pub ttl: u32,
+}
+
+/// Attaches tasks through a data plane started on demand, and runs the
+/// node's gossip and its tasks' DNS servers.
 pub struct DataPlaneAttacher {
+    node: Arc<NodeNet>,
+}
+
+struct NodeNet {
     dp: Mutex<Option<Arc<DataPlane>>>,
-    /// The remote task addresses last given to each network.
-    remotes: Mutex<BTreeMap<String, BTreeSet<Ipv4Addr>>>,
+    /// The remote endpoints last given to each network (by id).
+    remotes: Mutex<BTreeMap<String, BTreeSet<(Ipv4Addr, MacAddr)>>>,
+    gossip: Mutex<Option<Gossip>>,
+    /// The names of the networks of the last assignments, by id.
+    names: Mutex<BTreeMap<String, String>>,
+    /// The DNS server of each attached task, by task id.
+    dns: Mutex<BTreeMap<String, TaskDns>>,
+    /// This node's id and underlay address, from the last sync.
+    identity: Mutex<Option<(String, IpAddr)>>,
+    /// The endpoints of each attached task (network id, record), by task id:
+    /// published now, or when gossip starts if it has not yet.
+    records: Mutex<BTreeMap<String, Vec<(String, EndpointRecord)>>>,
+    dns_settings: DnsSettings,
+    forwarder: Mutex<Option<Arc<Forwarder>>>,
+}
+
+struct Gossip {
+    handle: GossipHandle,
+    node_id: String,
+    keys: Vec<ClusterKey>,
+    seeds: Vec<SocketAddr>,
+    /// The networks this node takes part in.
+    joined: BTreeSet<String>,
+}
+
+struct TaskDns {
+    networks: Vec<String>,
+    zone: watch::Sender<std::sync::Arc<Zone>>,
+    _server: DnsServer,
 }
 
 impl DataPlaneAttacher {
     /// `dp`: the data plane `--config` started, if any.
-    pub fn new(dp: Option<Arc<DataPlane>>) -> Self {
+    pub fn new(dp: Option<Arc<DataPlane>>, dns_settings: DnsSettings) -> Self {
         DataPlaneAttacher {
-            dp: Mutex::new(dp),
-            remotes: Mutex::new(BTreeMap::new()),
+            node: Arc::new(NodeNet {
+                dp: Mutex::new(dp),
+                remotes: Mutex::new(BTreeMap::new()),
+                gossip: Mutex::new(None),
+                names: Mutex::new(BTreeMap::new()),
+                dns: Mutex::new(BTreeMap::new()),
+                identity: Mutex::new(None),
+                records: Mutex::new(BTreeMap::new()),
+                dns_settings,
+                forwarder: Mutex::new(None),
+            }),
         }
+    }
+
+    /// The running data plane, if one was started.
+    pub fn current(&self) -> Option<Arc<DataPlane>> {
+        self.node.current()
+    }
+
+    /// What the node knows through gossip, for the local API: its members
+    /// and each network's endpoints (named where the assignments name them).
+    pub fn discovery(&self) -> Option<DiscoveryStatus> {
+        let g = self.node.gossip.lock().expect("gossip lock");
+        let g = g.as_ref()?;
+        let view = g.handle.snapshot();
+        let names = self.node.names.lock().expect("names lock").clone();
+        let networks = view
+            .networks
+            .iter()
+            .map(|(id, endpoints)| DiscoveryNetwork {
+                name: names.get(id).cloned().unwrap_or_else(|| id.clone()),
+                id: id.clone(),
+                endpoints: endpoints.clone(),
+            })
+            .collect();
+        Some(DiscoveryStatus {
+            node_id: g.node_id.clone(),
+            members: g
+                .handle
+                .members()
+                .into_iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "node_id": m.node_id,
+                        "addr": m.addr,
+                        "state": format!("{:?}", m.state).to_lowercase(),
+                    })
+                })
+                .collect(),
+            networks,
+            dns_servers: self.node.dns.lock().expect("dns lock").len(),
+        })
+    }
+}
+
+/// The answer of `GET /v1/discovery`.
+#[derive(Debug, serde::Serialize)]
+pub struct DiscoveryStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// The gossip members as this node sees them.
+    pub members: Vec<serde_json::Value>,
+    /// Each network's available endpoints.
+    pub networks: Vec<DiscoveryNetwork>,
+    /// How many task DNS servers run on this node.
+    pub dns_servers: usize,
+}
+
+/// One network in [`DiscoveryStatus`].
+#[derive(Debug, serde::Serialize)]
+pub struct DiscoveryNetwork {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its available endpoints.
+    pub endpoints: Vec<shoal_gossip::EndpointRecord>,
+}
+
+impl NodeNet {
+    fn current(&self) -> Option<Arc<DataPlane>> {
+        self.dp.lock().expect("data plane lock").clone()
     }
 
     fn data_plane(&self, node: IpAddr) -> Result<Arc<DataPlane>, String> {
@@ -59,9 +193,160 @@ impl DataPlaneAttacher {
         Ok(started)
     }
 
-    /// The running data plane, if one was started.
-    pub fn current(&self) -> Option<Arc<DataPlane>> {
-        self.dp.lock().expect("data plane lock").clone()
+    /// Starts gossip, or gives it new keys and seeds.
+    fn sync_gossip(self: &Arc<Self>, node: &NodeNetworking) -> Result<(), String> {
+        if node.gossip_keys.is_empty() {
+            return Ok(());
+        }
+        let (ring, tx) = discovery::gossip_keys(&node.gossip_keys, now_secs())?;
+        let seeds = discovery::seeds(&node.managers, node.addr);
+        let mut g = self.gossip.lock().expect("gossip lock");
+        if let Some(g) = g.as_mut() {
+            if g.keys != node.gossip_keys {
+                g.handle.set_keys(ring, tx).map_err(|e| e.to_string())?;
+                g.keys = node.gossip_keys.clone();
+            }
+            if g.seeds != seeds {
+                g.handle.join(seeds.clone()).map_err(|e| e.to_string())?;
+                g.seeds = seeds;
+            }
+            return Ok(());
+        }
+        let addr = SocketAddr::new(node.addr, GOSSIP_PORT);
+        let handle = GossipHandle::start(GossipConfig {
+            node_id: node.node_id.clone(),
+            bind: addr,
+            advertise: addr,
+            keys: ring,
+            tx_key: tx,
+            timings: Timings {
+                // Nodes start gossip one after another: a seed that was
+                // not up yet is tried again soon.
+                seed_announce_interval: std::time::Duration::from_secs(1),
+                ..Timings::default()
+            },
+        })
+        .map_err(|e| format!("cannot start gossip on {addr}: {e}"))?;
+        handle.join(seeds.clone()).map_err(|e| e.to_string())?;
+        // Tasks attached before gossip ran (its keys come with the first
+        // heartbeat) are published now.
+        let mut joined = BTreeSet::new();
+        for (net, record) in self
+            .records
+            .lock()
+            .expect("records lock")
+            .values()
+            .flatten()
+        {
+            joined.insert(net.clone());
+            handle
+                .publish(net, record.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        tracing::info!(%addr, "gossip started");
+        let mut views = handle.subscribe();
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let view = views.borrow_and_update().clone();
+                me.apply_view(&view);
+                if views.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        *g = Some(Gossip {
+            handle,
+            node_id: node.node_id.clone(),
+            keys: node.gossip_keys.clone(),
+            seeds,
+            joined,
+        });
+        Ok(())
+    }
+
+    fn view(&self) -> Option<Arc<TableView>> {
+        self.gossip
+            .lock()
+            .expect("gossip lock")
+            .as_ref()
+            .map(|g| g.handle.snapshot())
+    }
+
+    /// Makes the data plane's remote endpoints and every task's DNS zone
+    /// what `view` says.
+    fn apply_view(&self, view: &TableView) {
+        if let Some(dp) = self.current() {
+            let own = dp.node_addr();
+            let mut last = self.remotes.lock().expect("remotes lock");
+            for (spec, _) in dp.networks() {
+                let plan = discovery::remote_plan(view, &spec.name, own);
+                if let Err(e) = dp.set_peers(&spec.name, &plan.peers) {
+                    tracing::warn!(network = %spec.name, error = %e, "cannot set the peers");
+                }
+                let now: BTreeSet<(Ipv4Addr, MacAddr)> =
+                    plan.remotes.iter().map(|r| (r.ip, r.mac)).collect();
+                let before = last.remove(&spec.name).unwrap_or_default();
+                for gone in before.difference(&now) {
+                    let _ = dp.remove_remote(&spec.name, gone.1);
+                }
+                for r in plan.remotes {
+                    if !before.contains(&(r.ip, r.mac)) {
+                        if let Err(e) = dp.upsert_remote(&spec.name, r) {
+                            tracing::warn!(network = %spec.name, ip = %r.ip, error = %e, "cannot add a remote endpoint");
+                        }
+                    }
+                }
+                last.insert(spec.name.clone(), now);
+            }
+        }
+        for t in self.dns.lock().expect("dns lock").values() {
+            let zone = Zone::new(
+                discovery::zone_endpoints(view, &t.networks),
+                self.dns_settings.ttl,
+            );
+            t.zone.send_replace(Arc::new(zone));
+        }
+    }
+
+    fn forwarder(&self) -> Result<Arc<Forwarder>, String> {
+        let mut f = self.forwarder.lock().expect("forwarder lock");
+        if let Some(f) = f.as_ref() {
+            return Ok(f.clone());
+        }
+        let config = ForwarderConfig {
+            upstreams: self.dns_settings.upstreams.clone(),
+            ..ForwarderConfig::default()
+        };
+        // Its sockets live in the node's namespace: tasks' lookups leave
+        // through the node, like Docker's.
+        let made = Arc::new(
+            Forwarder::new(config, None)
+                .map_err(|e| format!("cannot set up the DNS forwarder: {e}"))?,
+        );
+        *f = Some(made.clone());
+        Ok(made)
+    }
+
+    fn start_dns(&self, task: &AssignedTask, netns: &Path) -> Result<(), String> {
+        let networks: Vec<String> = task.networks.iter().map(|n| n.network_id.clone()).collect();
+        let view = self.view().unwrap_or_default();
+        let zone = Zone::new(
+            discovery::zone_endpoints(&view, &networks),
+            self.dns_settings.ttl,
+        );
+        let (tx, rx) = watch::channel(Arc::new(zone));
+        let server = DnsServer::start(Some(netns), EMBEDDED_DNS, rx, self.forwarder()?)
+            .map_err(|e| format!("cannot start the task's DNS server: {e}"))?;
+        self.dns.lock().expect("dns lock").insert(
+            task.id.clone(),
+            TaskDns {
+                networks,
+                zone: tx,
+                _server: server,
+            },
+        );
+        Ok(())
     }
 }
 
@@ -82,10 +367,6 @@ pub fn key_ring(keys: &[ClusterKey], now: u64) -> Result<KeyRing, String> {
     KeyRing::new(ring, tx).map_err(|e| e.to_string())
 }
 
-fn mac_of(ip: Ipv4Addr) -> MacAddr {
-    MacAddr(task_mac(ip))
-}
-
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -93,76 +374,77 @@ fn now_secs() -> u64 {
 }
 
 impl NetworkAttacher for DataPlaneAttacher {
-    fn sync(
-        &self,
-        node: IpAddr,
-        networks: &[NetworkAssignment],
-        keys: &[ClusterKey],
-    ) -> Result<(), String> {
-        let wanted: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
-        if networks.is_empty() && self.current().is_none() {
-            return Ok(());
-        }
-        let dp = self.data_plane(node)?;
-        let mut last = self.remotes.lock().expect("remotes lock");
+    fn sync(&self, node: &NodeNetworking, networks: &[NetworkAssignment]) -> Result<(), String> {
+        let n = &self.node;
+        *n.identity.lock().expect("identity lock") = Some((node.node_id.clone(), node.addr));
         let mut errors = Vec::new();
-        for n in networks {
-            let encryption = if n.encrypted {
-                Some(Encryption {
-                    cipher: Cipher::default(),
-                    keys: key_ring(keys, now_secs())?,
-                })
-            } else {
-                None
-            };
-            let remotes: Vec<RemoteEndpoint> = n
-                .remotes
-                .iter()
-                .map(|r| RemoteEndpoint {
-                    ip: r.ip,
-                    mac: mac_of(r.ip),
-                    node: r.node,
-                })
-                .collect();
-            let peers = n.peers();
-            let config = NetworkConfig {
-                name: n.id.clone(),
-                vni: shoal_overlay::vxlan::Vni::new(n.vni).map_err(|e| e.to_string())?,
-                subnet: n.subnet,
-                encryption,
-                peers: peers.clone(),
-                remotes: remotes.clone(),
-            };
-            if let Err(e) = dp.add_network(config) {
-                errors.push(format!("network {}: {e}", n.name));
-                continue;
-            }
-            // Adding adds peers; this drops the ones no longer listed.
-            if let Err(e) = dp.set_peers(&n.id, &peers) {
-                errors.push(format!("network {}: {e}", n.name));
-            }
-            let now: BTreeSet<Ipv4Addr> = remotes.iter().map(|r| r.ip).collect();
-            for gone in last
-                .get(&n.id)
-                .into_iter()
-                .flatten()
-                .filter(|ip| !now.contains(ip))
-            {
-                let _ = dp.remove_remote(&n.id, mac_of(*gone));
-            }
-            last.insert(n.id.clone(), now);
+        if let Err(e) = n.sync_gossip(node) {
+            errors.push(e);
         }
-        for (spec, _) in dp.networks() {
-            if !wanted.contains(spec.name.as_str()) {
-                match dp.remove_network(&spec.name) {
-                    Ok(_) => {
-                        last.remove(&spec.name);
-                    }
-                    // Its last task is still on its way out; next time.
-                    Err(DataPlaneError::NetworkInUse { .. }) => {}
-                    Err(e) => errors.push(format!("network {}: {e}", spec.name)),
+        *n.names.lock().expect("names lock") = networks
+            .iter()
+            .map(|a| (a.id.clone(), a.name.clone()))
+            .collect();
+        let wanted: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
+        if !networks.is_empty() || n.current().is_some() {
+            let dp = n.data_plane(node.addr)?;
+            let mut added = false;
+            for a in networks {
+                let encryption = if a.encrypted {
+                    Some(Encryption {
+                        cipher: Cipher::default(),
+                        keys: key_ring(&node.network_keys, now_secs())?,
+                    })
+                } else {
+                    None
+                };
+                let known = dp.networks().iter().any(|(s, _)| s.name == a.id);
+                let config = NetworkConfig {
+                    name: a.id.clone(),
+                    vni: shoal_overlay::vxlan::Vni::new(a.vni).map_err(|e| e.to_string())?,
+                    subnet: a.subnet,
+                    encryption,
+                    peers: Vec::new(),
+                    remotes: Vec::new(),
+                };
+                // Idempotent: for a known network it only refreshes the keys.
+                match dp.add_network(config) {
+                    Ok(()) => added |= !known,
+                    Err(e) => errors.push(format!("network {}: {e}", a.name)),
                 }
             }
+            for (spec, _) in dp.networks() {
+                if !wanted.contains(spec.name.as_str()) {
+                    match dp.remove_network(&spec.name) {
+                        Ok(_) => {
+                            n.remotes.lock().expect("remotes lock").remove(&spec.name);
+                        }
+                        // Its last task is still on its way out; next time.
+                        Err(DataPlaneError::NetworkInUse { .. }) => {}
+                        Err(e) => errors.push(format!("network {}: {e}", spec.name)),
+                    }
+                }
+            }
+            if added {
+                if let Some(view) = n.view() {
+                    n.apply_view(&view);
+                }
+            }
+        }
+        // Take part in the tables of the networks this node has tasks on.
+        if let Some(g) = n.gossip.lock().expect("gossip lock").as_mut() {
+            let want: BTreeSet<String> = wanted.iter().map(|s| s.to_string()).collect();
+            for joined in want.difference(&g.joined) {
+                if let Err(e) = g.handle.join_network(joined) {
+                    errors.push(e.to_string());
+                }
+            }
+            for left in g.joined.difference(&want) {
+                if let Err(e) = g.handle.leave_network(left) {
+                    errors.push(e.to_string());
+                }
+            }
+            g.joined = want;
         }
         if errors.is_empty() {
             Ok(())
@@ -173,32 +455,79 @@ impl NetworkAttacher for DataPlaneAttacher {
 
     fn attach(
         &self,
-        network: &NetworkAssignment,
+        task: &AssignedTask,
+        networks: &[NetworkAssignment],
         netns: &Path,
-        ifname: &str,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
     ) -> Result<(), String> {
-        let dp = self
+        let n = &self.node;
+        let dp = n
             .current()
             .ok_or("the data plane is not running (no network was set up)")?;
-        dp.add_endpoint(LocalEndpointConfig {
-            network: network.id.clone(),
-            netns: netns.to_path_buf(),
-            ifname: ifname.to_string(),
-            ip,
-            mac: MacAddr(mac),
-        })
-        .map_err(|e| e.to_string())
+        let result = (|| {
+            for (i, (a, net)) in task.networks.iter().zip(networks).enumerate() {
+                dp.add_endpoint(LocalEndpointConfig {
+                    network: net.id.clone(),
+                    netns: netns.to_path_buf(),
+                    ifname: format!("eth{i}"),
+                    ip: a.ip,
+                    mac: MacAddr(a.mac()),
+                })
+                .map_err(|e| format!("cannot attach to network {}: {e}", net.name))?;
+            }
+            n.start_dns(task, netns)?;
+            let (node_id, node_addr) = n
+                .identity
+                .lock()
+                .expect("identity lock")
+                .clone()
+                .ok_or("this node does not know its swarm identity yet")?;
+            let records: Vec<(String, EndpointRecord)> = task
+                .networks
+                .iter()
+                .map(|a| {
+                    let r = discovery::task_record(task, a.ip, &node_id, node_addr);
+                    (a.network_id.clone(), r)
+                })
+                .collect();
+            n.records
+                .lock()
+                .expect("records lock")
+                .insert(task.id.clone(), records.clone());
+            if let Some(g) = n.gossip.lock().expect("gossip lock").as_mut() {
+                for (net, record) in records {
+                    g.joined.insert(net.clone());
+                    g.handle
+                        .publish(&net, record)
+                        .map_err(|e| format!("cannot publish the task's endpoint: {e}"))?;
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.detach(task);
+        }
+        result
     }
 
-    fn detach(&self, network: &NetworkAssignment, ip: Ipv4Addr) -> Result<(), String> {
-        let Some(dp) = self.current() else {
-            return Ok(());
+    fn detach(&self, task: &AssignedTask) {
+        let n = &self.node;
+        n.records.lock().expect("records lock").remove(&task.id);
+        if let Some(g) = n.gossip.lock().expect("gossip lock").as_ref() {
+            for a in &task.networks {
+                if let Err(e) = g.handle.withdraw(&a.network_id, &task.id) {
+                    tracing::warn!(task = %task.name, error = %e, "cannot withdraw the task's endpoint");
+                }
+            }
+        }
+        n.dns.lock().expect("dns lock").remove(&task.id);
+        let Some(dp) = n.current() else {
+            return;
         };
-        dp.remove_endpoint(&network.id, ip)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        for a in &task.networks {
+            if let Err(e) = dp.remove_endpoint(&a.network_id, a.ip) {
+                tracing::warn!(task = %task.name, error = %e, "cannot detach the task");
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod attach;
+pub mod discovery;
 pub mod file;
 
 use std::path::PathBuf;
@@ -55,6 +56,18 @@ struct Args {
     /// membership change (and warn about messages it rightly ignores).
     #[arg(long, default_value = "info,openraft=error", env = "SHOAL_LOG")]
     log: String,
+    /// Upstream resolvers of the tasks' embedded DNS, comma-separated
+    /// `ip[:port]` (at most 3; default: the nameservers of /etc/resolv.conf).
+    #[arg(long, value_name = "ADDRS", env = "SHOAL_DNS_UPSTREAMS")]
+    dns_upstreams: Option<String>,
+    /// TTL in seconds of the embedded DNS's answers about the swarm.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 600,
+        env = "SHOAL_DNS_TTL"
+    )]
+    dns_ttl: u32,
 }
 
 /// Entry point of `shoald`.
@@ -100,6 +113,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let upstreams = discovery::upstreams(args.dns_upstreams.as_deref(), &resolv_conf)
+        .map_err(anyhow::Error::msg)
+        .context("invalid --dns-upstreams")?;
+    if upstreams.is_empty() {
+        tracing::warn!("no DNS upstream: tasks will get SERVFAIL for names outside the swarm");
+    }
+    let attacher = Arc::new(attach::DataPlaneAttacher::new(
+        dp.clone(),
+        attach::DnsSettings {
+            upstreams,
+            ttl: args.dns_ttl,
+        },
+    ));
     let hostname = match args.hostname.clone() {
         Some(h) => h,
         None => system_hostname(),
@@ -114,7 +141,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             shoal_runtime::ProcessRuntime::new(args.state_dir.join("tasks"))
                 .context("cannot start the task runtime")?,
         )),
-        attacher: Some(Arc::new(attach::DataPlaneAttacher::new(dp.clone()))),
+        attacher: Some(attacher.clone()),
     }));
     // Two threads: the manager's Raft, its API and the local API must not
     // wait behind one another.
@@ -131,7 +158,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         {
             tracing::info!("resumed swarm membership");
         }
-        let result = serve(dp, swarm.clone(), &args.control).await;
+        let result = serve(dp, attacher, swarm.clone(), &args.control).await;
         swarm.shutdown().await;
         result
     })
@@ -167,6 +194,7 @@ fn system_hostname() -> String {
 
 async fn serve(
     dp: Option<Arc<DataPlane>>,
+    attacher: Arc<attach::DataPlaneAttacher>,
     swarm: Arc<Swarm>,
     control: &std::path::Path,
 ) -> anyhow::Result<()> {
@@ -204,7 +232,7 @@ async fn serve(
         }
         tracing::info!("shutting down");
     };
-    let result = axum::serve(listener, api::router(dp, swarm))
+    let result = axum::serve(listener, api::router(dp, attacher, swarm))
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = std::fs::remove_file(control);

@@ -82,6 +82,7 @@ async fn follow(shared: &Arc<Shared>, reply: &HeartbeatReply) -> Result<(), Stri
         return Ok(());
     };
     *shared.network_keys.lock().expect("keys") = reply.network_keys.clone();
+    *shared.gossip_keys.lock().expect("keys") = reply.gossip_keys.clone();
     let mut changed = false;
     if !reply.managers.is_empty() && reply.managers != node.managers {
         node.managers = reply.managers.clone();

@@ -6,17 +6,16 @@
 //! reads the committed state and lists the tasks placed on the node that
 //! concern it (wanted, or perhaps still running), with what running them
 //! needs: the command, the environment with its placeholders, the task's
-//! addresses, and for each of its networks the other tasks' addresses and
-//! nodes, so that the node's data plane can reach them. (Gossip will spread
-//! endpoints between nodes directly; the managers' view is the fallback.)
+//! addresses and its networks. Where the other tasks on those networks are
+//! is not here: nodes tell each other through gossip (`shoal-gossip`), which
+//! notices a dead node in seconds rather than the managers' five.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::{BTreeSet, VecDeque};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::state::service::Limits;
+use crate::state::service::{EndpointMode, Limits, PortConfig};
 use crate::state::{ClusterState, TaskNetwork, TaskState};
 
 /// A task as its node must run it.
@@ -45,6 +44,16 @@ pub struct AssignedTask {
     /// Its resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Its service resolves to its tasks' addresses (`--endpoint-mode
+    /// dnsrr`) rather than to a virtual IP.
+    #[serde(default)]
+    pub dnsrr: bool,
+    /// Its service's virtual IPs, one per network (endpoint mode `vip`).
+    #[serde(default)]
+    pub vips: Vec<TaskNetwork>,
+    /// Its service's published ports.
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
 }
 
 /// One of the networks a node's tasks are attached to.
@@ -60,25 +69,6 @@ pub struct NetworkAssignment {
     pub subnet: Ipv4Net,
     /// Whether frames are sealed with the cluster's network keys.
     pub encrypted: bool,
-    /// Tasks of other nodes on it: address and their node's address.
-    pub remotes: Vec<RemoteTask>,
-}
-
-/// A task on another node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteTask {
-    /// Its address on the network.
-    pub ip: Ipv4Addr,
-    /// Its node's underlay address.
-    pub node: IpAddr,
-}
-
-impl NetworkAssignment {
-    /// The nodes that hold tasks on the network, once each.
-    pub fn peers(&self) -> Vec<IpAddr> {
-        let set: BTreeSet<IpAddr> = self.remotes.iter().map(|r| r.node).collect();
-        set.into_iter().collect()
-    }
 }
 
 /// Everything a node needs to run its tasks.
@@ -117,30 +107,10 @@ pub fn assignments(state: &ClusterState, node: &str) -> Assignments {
             env: service.spec.env.clone(),
             networks: task.networks.clone(),
             limits: service.spec.limits,
+            dnsrr: service.spec.endpoint_mode == EndpointMode::Dnsrr,
+            vips: service.vips.clone(),
+            ports: service.spec.ports.clone(),
         });
-    }
-    let mut remotes: BTreeMap<&str, Vec<RemoteTask>> = BTreeMap::new();
-    for task in state.tasks.values() {
-        let Some(owner) = task.node_id.as_deref() else {
-            continue;
-        };
-        if owner == node || !task.holds_addresses() {
-            continue;
-        }
-        let Some(owner) = state.nodes.get(owner) else {
-            continue;
-        };
-        for a in &task.networks {
-            if wanted_networks.contains(a.network_id.as_str()) {
-                remotes
-                    .entry(a.network_id.as_str())
-                    .or_default()
-                    .push(RemoteTask {
-                        ip: a.ip,
-                        node: owner.addr,
-                    });
-            }
-        }
     }
     let networks = wanted_networks
         .into_iter()
@@ -151,7 +121,6 @@ pub fn assignments(state: &ClusterState, node: &str) -> Assignments {
             vni: n.vni,
             subnet: n.subnet,
             encrypted: n.encrypted,
-            remotes: remotes.remove(n.id.as_str()).unwrap_or_default(),
         })
         .collect();
     Assignments { tasks, networks }

@@ -925,6 +925,7 @@ impl ClusterState {
                 self.check_service(service)?;
                 self.services
                     .insert(service.id.clone(), (**service).clone());
+                self.assign_vips(&service.id);
             }
             Command::UpdateService {
                 id,
@@ -946,6 +947,7 @@ impl ClusterState {
                 self.check_spec(spec, id)?;
                 let service = self.services.get_mut(id).expect("checked above");
                 service.set_spec((**spec).clone(), *force, *rollback, *at);
+                self.assign_vips(id);
             }
             Command::RemoveService { id } => {
                 if self.services.remove(id).is_none() {
@@ -972,6 +974,7 @@ impl ClusterState {
                             service.set_spec(previous, false, true, *at);
                         }
                     }
+                    self.assign_vips(id);
                 }
             }
             Command::UpdateTaskStatus { node, updates } => {

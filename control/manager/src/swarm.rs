@@ -256,6 +256,8 @@ pub(crate) struct Shared {
     pub(crate) logs: StdMutex<crate::dispatch::LogStore>,
     /// The network keys from the last heartbeat, for the data plane.
     pub(crate) network_keys: StdMutex<Vec<ClusterKey>>,
+    /// The gossip keys from the last heartbeat.
+    pub(crate) gossip_keys: StdMutex<Vec<ClusterKey>>,
 }
 
 /// A node's membership in a swarm.
@@ -354,6 +356,7 @@ impl Swarm {
                 reconciling: Mutex::new(()),
                 logs: StdMutex::new(crate::dispatch::LogStore::new(LOG_LINES)),
                 network_keys: StdMutex::new(Vec::new()),
+                gossip_keys: StdMutex::new(Vec::new()),
             }),
             lifecycle: Mutex::new(()),
             agent: StdMutex::new(None),

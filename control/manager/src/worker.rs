@@ -19,7 +19,7 @@
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,30 +44,43 @@ const RESOLV_CONF: &str = "nameserver 127.0.0.11\noptions ndots:0\n";
 /// At most this many log lines per task per round.
 const LOG_BATCH: usize = 1000;
 
-/// How the worker attaches tasks to overlay networks: the node's data plane.
+/// What the node's networking needs to know about the node: who it is,
+/// where the managers are, and the cluster's current keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNetworking {
+    /// The node's id.
+    pub node_id: String,
+    /// Its underlay (swarm) address.
+    pub addr: IpAddr,
+    /// The managers' API addresses (gossip seeds: the same hosts, port 7946).
+    pub managers: Vec<SocketAddr>,
+    /// The network encryption keys, newest last.
+    pub network_keys: Vec<ClusterKey>,
+    /// The gossip keys, newest last.
+    pub gossip_keys: Vec<ClusterKey>,
+}
+
+/// How the worker connects tasks to the swarm's networks: the node's data
+/// plane, gossip and embedded DNS.
 pub trait NetworkAttacher: Send + Sync + 'static {
-    /// Brings the data plane's networks in line with `networks`: each exists,
-    /// with the other nodes' tasks as remote endpoints and `keys` for the
-    /// encrypted ones; networks no longer listed and without local
-    /// interfaces are removed. `node` is this node's underlay address.
-    fn sync(
-        &self,
-        node: std::net::IpAddr,
-        networks: &[NetworkAssignment],
-        keys: &[ClusterKey],
-    ) -> Result<(), String>;
-    /// Creates interface `ifname` with `ip` and `mac` on `network` inside the
-    /// network namespace at `netns`.
+    /// Brings the node's networking in line: gossip runs with the current
+    /// keys, and the data plane has exactly `networks`, those no longer
+    /// listed and without local interfaces removed. Called every round;
+    /// cheap when nothing changed.
+    fn sync(&self, node: &NodeNetworking, networks: &[NetworkAssignment]) -> Result<(), String>;
+    /// Connects `task`, whose sandbox's network namespace is at `netns`:
+    /// one interface per network (`eth0`, `eth1`, ... in the order of
+    /// `task.networks`; `networks` holds each one's assignment in that
+    /// order), its endpoints published to the other nodes, and its DNS
+    /// server at 127.0.0.11.
     fn attach(
         &self,
-        network: &NetworkAssignment,
+        task: &AssignedTask,
+        networks: &[NetworkAssignment],
         netns: &Path,
-        ifname: &str,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
     ) -> Result<(), String>;
-    /// Removes the interface with `ip` from `network`.
-    fn detach(&self, network: &NetworkAssignment, ip: Ipv4Addr) -> Result<(), String>;
+    /// Undoes [`attach`](Self::attach), as far as it went.
+    fn detach(&self, task: &AssignedTask);
 }
 
 /// A task this node holds.
@@ -88,7 +101,7 @@ struct Local {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
     /// Start it.
-    Start(AssignedTask),
+    Start(Box<AssignedTask>),
     /// Stop it (it runs here and the managers want it stopped).
     Stop(String),
     /// The managers want it stopped and it does not run here: say so.
@@ -115,7 +128,7 @@ pub(crate) fn decide(
             }
             Some(_) => {}
             None if wanted && t.state == TaskState::Assigned => {
-                actions.push(Action::Start(t.clone()))
+                actions.push(Action::Start(Box::new(t.clone())))
             }
             None if t.state >= TaskState::Accepted && !t.state.is_terminal() => {
                 if wanted {
@@ -180,7 +193,6 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         networks: BTreeMap::new(),
         reports: Vec::new(),
         stops: JoinSet::new(),
-        synced: None,
     };
     loop {
         w.round().await;
@@ -202,8 +214,6 @@ struct Worker {
     reports: Vec<TaskUpdate>,
     /// Stops under way: task id and its exit.
     stops: JoinSet<(String, Option<TaskExit>)>,
-    /// What the data plane was last brought in line with.
-    synced: Option<(Vec<NetworkAssignment>, Vec<ClusterKey>)>,
 }
 
 impl Worker {
@@ -256,7 +266,7 @@ impl Worker {
             .iter()
             .map(|n| (n.id.clone(), n.clone()))
             .collect();
-        self.sync_networks(node.addr, &a.networks);
+        self.sync_networks(node, &a.networks);
         let held: BTreeMap<String, (bool, bool)> = self
             .local
             .iter()
@@ -264,7 +274,7 @@ impl Worker {
             .collect();
         for action in decide(&a.tasks, &held) {
             match action {
-                Action::Start(task) => self.start(node, task).await,
+                Action::Start(task) => self.start(node, *task).await,
                 Action::Stop(id) => self.begin_stop(&id),
                 Action::ReportStopped(id) => {
                     self.report(&id, status(TaskState::Shutdown, "shutdown", None))
@@ -288,18 +298,19 @@ impl Worker {
         }
     }
 
-    fn sync_networks(&mut self, node: std::net::IpAddr, networks: &[NetworkAssignment]) {
+    fn sync_networks(&mut self, node: &NodeFile, networks: &[NetworkAssignment]) {
         let Some(attacher) = self.shared.config.attacher.clone() else {
             return;
         };
-        let keys = self.shared.network_keys.lock().expect("keys").clone();
-        let wanted = (networks.to_vec(), keys);
-        if self.synced.as_ref() == Some(&wanted) {
-            return;
-        }
-        match attacher.sync(node, &wanted.0, &wanted.1) {
-            Ok(()) => self.synced = Some(wanted),
-            Err(e) => tracing::warn!(error = %e, "cannot bring the data plane's networks in line"),
+        let ctx = NodeNetworking {
+            node_id: node.node_id.clone(),
+            addr: node.addr,
+            managers: node.managers.clone(),
+            network_keys: self.shared.network_keys.lock().expect("keys").clone(),
+            gossip_keys: self.shared.gossip_keys.lock().expect("keys").clone(),
+        };
+        if let Err(e) = attacher.sync(&ctx, networks) {
+            tracing::warn!(error = %e, "cannot bring the node's networking in line");
         }
     }
 
@@ -405,27 +416,21 @@ impl Worker {
         let Some(attacher) = self.shared.config.attacher.clone() else {
             return Err("this node has no data plane to attach the task's networks".into());
         };
-        for (i, a) in task.networks.iter().enumerate() {
-            let network = self.networks.get(&a.network_id).ok_or_else(|| {
-                format!("network {} is not in this node's assignments", a.network_id)
-            })?;
-            attacher
-                .attach(network, netns, &format!("eth{i}"), a.ip, a.mac())
-                .map_err(|e| format!("cannot attach to network {}: {e}", network.name))?;
-        }
-        Ok(())
+        let networks = task
+            .networks
+            .iter()
+            .map(|a| {
+                self.networks.get(&a.network_id).cloned().ok_or_else(|| {
+                    format!("network {} is not in this node's assignments", a.network_id)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        attacher.attach(task, &networks, netns)
     }
 
     fn detach(&self, task: &AssignedTask) {
-        let Some(attacher) = self.shared.config.attacher.clone() else {
-            return;
-        };
-        for a in &task.networks {
-            if let Some(network) = self.networks.get(&a.network_id) {
-                if let Err(e) = attacher.detach(network, a.ip) {
-                    tracing::warn!(task = %task.name, error = %e, "cannot detach the task");
-                }
-            }
+        if let Some(attacher) = self.shared.config.attacher.clone() {
+            attacher.detach(task);
         }
     }
 
@@ -630,6 +635,9 @@ mod tests {
             env: vec![],
             networks: vec![],
             limits: Default::default(),
+            dnsrr: false,
+            vips: vec![],
+            ports: vec![],
         }
     }
 
@@ -646,14 +654,20 @@ mod tests {
         ]);
         assert_eq!(
             decide(&a, &held),
-            vec![Action::Start(a[0].clone()), Action::Stop("b".into())]
+            vec![
+                Action::Start(Box::new(a[0].clone())),
+                Action::Stop("b".into())
+            ]
         );
         // A stop under way or an ended task is not stopped again.
         let held = BTreeMap::from([
             ("b".to_string(), (false, true)),
             ("c".to_string(), (true, false)),
         ]);
-        assert_eq!(decide(&a, &held), vec![Action::Start(a[0].clone())]);
+        assert_eq!(
+            decide(&a, &held),
+            vec![Action::Start(Box::new(a[0].clone()))]
+        );
     }
 
     #[test]

@@ -322,6 +322,11 @@ impl DataPlane {
         self.shared.stats.iter().map(FrameStats::snapshot).collect()
     }
 
+    /// This node's underlay address.
+    pub fn node_addr(&self) -> IpAddr {
+        self.shared.node_addr
+    }
+
     /// The address the VXLAN socket is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.rx[0].local_addr()

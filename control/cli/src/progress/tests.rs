@@ -16,9 +16,11 @@ fn service(mode: ServiceMode, version: u64) -> ServiceView {
             previous_spec: None,
             redeploy_version: version,
             update_status: None,
+            vips: vec![],
         },
         running: 0,
         desired: 0,
+        vips: vec![],
     }
 }
 

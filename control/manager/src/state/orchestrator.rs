@@ -414,27 +414,17 @@ impl<'a> Addresses<'a> {
     /// gives no address: the task is made without that attachment and its
     /// node reports the failure.
     fn attach(&mut self, service: &Service) -> Vec<TaskNetwork> {
-        let mut ids: Vec<&str> = Vec::new();
-        if service.spec.ingress_ports().next().is_some() {
-            if let Some(ingress) = self.state.networks.values().find(|n| n.ingress) {
-                ids.push(&ingress.id);
-            }
-        }
-        ids.extend(service.spec.networks.iter().map(String::as_str));
         let mut out = Vec::new();
-        for id in ids {
-            let Some(network) = self.state.networks.get(id) else {
+        for id in self.state.service_networks(&service.spec) {
+            let Some(network) = self.state.networks.get(&id) else {
                 continue;
             };
             let used = self
                 .used
-                .entry(id.to_string())
+                .entry(id.clone())
                 .or_insert_with(|| self.state.addresses_in_use(network));
             if let Some(ip) = allocate(network, used) {
-                out.push(TaskNetwork {
-                    network_id: id.to_string(),
-                    ip,
-                });
+                out.push(TaskNetwork { network_id: id, ip });
             }
         }
         out

@@ -528,12 +528,25 @@ pub struct Service {
     /// Where the last rolling update stands.
     #[serde(default)]
     pub update_status: Option<UpdateStatus>,
+    /// Its virtual IPs (endpoint mode `vip`): one per network it is on, the
+    /// ingress network's first when it publishes through the routing mesh.
+    /// Given by [`ClusterState::assign_vips`] when the state changes.
+    #[serde(default)]
+    pub vips: Vec<TaskNetwork>,
 }
 
 impl Service {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// Its virtual IP on network `network_id`, if it has one.
+    pub fn vip(&self, network_id: &str) -> Option<std::net::Ipv4Addr> {
+        self.vips
+            .iter()
+            .find(|v| v.network_id == network_id)
+            .map(|v| v.ip)
     }
 }
 
@@ -769,6 +782,7 @@ impl ClusterState {
             previous_spec: None,
             redeploy_version: 1,
             update_status: None,
+            vips: Vec::new(),
         };
         self.check_service(&service)?;
         Ok(service)

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::network::Network;
-use super::service::{Task, TaskId, TaskState, TaskStatus};
+use super::service::{EndpointMode, ServiceSpec, Task, TaskId, TaskState, TaskStatus};
 use super::{ClusterState, NodeId, Refusal};
 
 /// A task's attachment to one network: which network and its address there.
@@ -98,18 +98,73 @@ impl ClusterState {
         Ok(())
     }
 
-    /// The addresses of `network` that tasks hold, the gateway included.
+    /// The addresses of `network` that tasks and services' virtual IPs
+    /// hold, the gateway included.
     pub fn addresses_in_use(&self, network: &Network) -> BTreeSet<Ipv4Addr> {
         let mut used: BTreeSet<Ipv4Addr> = self
             .tasks
             .values()
             .filter(|t| t.holds_addresses())
             .flat_map(|t| t.networks.iter())
+            .chain(self.services.values().flat_map(|s| s.vips.iter()))
             .filter(|a| a.network_id == network.id)
             .map(|a| a.ip)
             .collect();
         used.insert(network.gateway);
         used
+    }
+
+    /// The networks a service's tasks attach to, in interface order: the
+    /// ingress network first when it publishes through the routing mesh,
+    /// then its own.
+    pub fn service_networks(&self, spec: &ServiceSpec) -> Vec<String> {
+        let mut ids = Vec::new();
+        if spec.ingress_ports().next().is_some() {
+            if let Some(ingress) = self.networks.values().find(|n| n.ingress) {
+                ids.push(ingress.id.clone());
+            }
+        }
+        ids.extend(spec.networks.iter().cloned());
+        ids
+    }
+
+    /// Gives service `id` one virtual IP on each of its networks (endpoint
+    /// mode `vip`; none for `dnsrr`), keeping the ones it has, freeing those
+    /// of networks it left. Part of `apply`, so every manager gives the
+    /// same addresses: the lowest free host of each network. A full
+    /// network gives none, and names resolve to the tasks there.
+    pub(crate) fn assign_vips(&mut self, id: &str) {
+        let Some(service) = self.services.get(id) else {
+            return;
+        };
+        let wanted = match service.spec.endpoint_mode {
+            EndpointMode::Vip => self.service_networks(&service.spec),
+            EndpointMode::Dnsrr => Vec::new(),
+        };
+        let mut vips: Vec<TaskNetwork> = service
+            .vips
+            .iter()
+            .filter(|v| wanted.contains(&v.network_id))
+            .cloned()
+            .collect();
+        self.services.get_mut(id).expect("looked up above").vips = vips.clone();
+        for net in &wanted {
+            if vips.iter().any(|v| &v.network_id == net) {
+                continue;
+            }
+            let Some(network) = self.networks.get(net) else {
+                continue;
+            };
+            let mut used = self.addresses_in_use(network);
+            if let Some(ip) = allocate(network, &mut used) {
+                vips.push(TaskNetwork {
+                    network_id: net.clone(),
+                    ip,
+                });
+            }
+        }
+        vips.sort_by_key(|v| wanted.iter().position(|n| *n == v.network_id));
+        self.services.get_mut(id).expect("looked up above").vips = vips;
     }
 }
 

@@ -20,6 +20,10 @@ pub struct ServiceView {
     pub running: u64,
     /// Tasks that should run.
     pub desired: u64,
+    /// Its virtual IPs: network id and address with the subnet's prefix
+    /// length (`10.0.1.2/24`), as Docker's `Endpoint.VirtualIPs` shows them.
+    #[serde(default)]
+    pub vips: Vec<(String, String)>,
 }
 
 impl ServiceView {
@@ -40,10 +44,22 @@ impl ServiceView {
             ServiceMode::Replicated { replicas } => replicas,
             ServiceMode::Global => live_count,
         };
+        let vips = service
+            .vips
+            .iter()
+            .map(|v| {
+                let prefix = state
+                    .networks
+                    .get(&v.network_id)
+                    .map_or(32, |n| n.subnet.prefix_len());
+                (v.network_id.clone(), format!("{}/{prefix}", v.ip))
+            })
+            .collect();
         ServiceView {
             service: service.clone(),
             running,
             desired,
+            vips,
         }
     }
 }
@@ -200,6 +216,7 @@ pub fn service_inspect(v: &ServiceView) -> Value {
         "Endpoint": {
             "Spec": endpoint_json(&s.spec),
             "Ports": ports_json(&s.spec.ports),
+            "VirtualIPs": v.vips.iter().map(|(net, addr)| json!({"NetworkID": net, "Addr": addr})).collect::<Vec<_>>(),
         },
         "ServiceStatus": {"RunningTasks": v.running, "DesiredTasks": v.desired},
         "UpdateStatus": s.update_status.as_ref().map(|u| json!({
@@ -291,6 +308,7 @@ mod tests {
             previous_spec: None,
             redeploy_version: 1,
             update_status: None,
+            vips: Vec::new(),
         }
     }
 
@@ -333,6 +351,7 @@ mod tests {
             service: service(),
             running: 0,
             desired: 3,
+            vips: vec![],
         };
         assert_eq!(
             render_service_ls(&[v], false),
@@ -391,8 +410,10 @@ abcdefghijkl   web    replicated   0/3        shoal whoami   *:5000->80/tcp
             service: service(),
             running: 0,
             desired: 3,
+            vips: vec![],
         });
         assert_eq!(v["ID"], "abcdefghijklmnopqrstuvwxy");
+        assert_eq!(v["Endpoint"]["VirtualIPs"][0]["Addr"], "10.0.0.2/24");
         assert_eq!(v["Spec"]["Name"], "web");
         assert_eq!(v["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
         assert_eq!(

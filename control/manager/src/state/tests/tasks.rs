@@ -265,7 +265,8 @@ fn tasks_get_distinct_addresses_and_free_them_when_they_end() {
     report(&mut s, &t, TaskState::Shutdown, Some(143), 303);
     assert!(!s.addresses_in_use(&net).contains(&t.networks[0].ip));
 
-    // Each node's assignments list its tasks and the others' addresses.
+    // Each node's assignments list its tasks and their networks (where the
+    // other tasks are is gossip's business).
     let a = assignments(&s, W1);
     let mine: Vec<&Task> = s
         .tasks
@@ -274,15 +275,7 @@ fn tasks_get_distinct_addresses_and_free_them_when_they_end() {
         .collect();
     assert_eq!(a.tasks.len(), mine.len());
     assert_eq!(a.networks.len(), 1);
-    let remotes = &a.networks[0].remotes;
-    let others = s
-        .tasks
-        .values()
-        .filter(|t| t.node_id.as_deref() != Some(W1) && t.holds_addresses())
-        .count();
-    assert_eq!(remotes.len(), others);
-    assert!(remotes.iter().all(|r| r.node != s.nodes[W1].addr));
-    assert!(!a.networks[0].peers().contains(&s.nodes[W1].addr));
+    assert_eq!(a.networks[0].id, net.id);
 }
 
 #[test]
@@ -505,4 +498,69 @@ fn a_failing_update_pauses_or_rolls_back_and_start_first_keeps_the_old_task() {
             .count();
         assert_eq!(old_running, 2, "{action:?}");
     }
+}
+
+fn network(s: &mut ClusterState, name: &str, id: &str) -> crate::state::network::Network {
+    let net = s
+        .plan_network(
+            &NetworkSpec {
+                name: name.into(),
+                driver: "overlay".into(),
+                ..Default::default()
+            },
+            id.into(),
+            100,
+        )
+        .unwrap();
+    s.apply(&Command::CreateNetwork {
+        network: Box::new(net.clone()),
+    })
+    .into_result()
+    .unwrap();
+    net
+}
+
+#[test]
+fn services_get_a_virtual_ip_per_network_apart_from_their_tasks() {
+    let mut s = cluster();
+    let front = network(&mut s, "front", "net0000000000000000000001");
+    let back = network(&mut s, "back", "net0000000000000000000002");
+    let ingress = s.networks.values().find(|n| n.ingress).unwrap().clone();
+    let mut spec = web(2, vec!["front".into(), "back".into()]);
+    spec.ports = vec!["5000:80".parse().unwrap()];
+    service(&mut s, spec.clone(), "svc1");
+    let vips = s.services["svc1"].vips.clone();
+    // The ingress network first, then the service's own, in order.
+    let nets: Vec<&str> = vips.iter().map(|v| v.network_id.as_str()).collect();
+    assert_eq!(nets, [&ingress.id, &front.id, &back.id]);
+    for (v, n) in vips.iter().zip([&ingress, &front, &back]) {
+        assert!(n.subnet.contains(&v.ip) && v.ip != n.gateway, "{v:?}");
+    }
+    // Tasks never get a virtual IP's address.
+    converge_at(&mut s, 300);
+    for t in s.tasks.values() {
+        for a in &t.networks {
+            assert!(!vips.contains(a), "{a:?}");
+        }
+    }
+    // Leaving a network frees its VIP; the others stay put.
+    let mut fewer = s.services["svc1"].spec.clone();
+    fewer.networks = vec![front.id.clone()];
+    s.apply(&Command::UpdateService {
+        id: "svc1".into(),
+        spec: Box::new(fewer),
+        at: 400,
+        force: false,
+        rollback: false,
+    })
+    .into_result()
+    .unwrap();
+    assert_eq!(s.services["svc1"].vips, vips[..2]);
+    assert!(!s.addresses_in_use(&back).contains(&vips[2].ip));
+    // dnsrr services have none.
+    let mut rr = web(1, vec!["back".into()]);
+    rr.name = "rr".into();
+    rr.endpoint_mode = crate::state::service::EndpointMode::Dnsrr;
+    service(&mut s, rr, "svc2");
+    assert!(s.services["svc2"].vips.is_empty());
 }
