@@ -8,6 +8,7 @@ mod discovery;
 #[path = "../common/http.rs"]
 mod http;
 mod lifecycle;
+mod mesh;
 mod tasks;
 
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use shoal_dns::{DnsServer, Forwarder, ForwarderConfig, Zone};
 use shoal_gossip::{EndpointRecord, GossipConfig, GossipHandle, TableView, Timings};
-use shoal_manager::dispatch::{AssignedTask, NetworkAssignment};
+use shoal_manager::dispatch::{AssignedTask, IngressAssignment, NetworkAssignment};
 use shoal_manager::state::ClusterKey;
 use shoal_manager::worker::{NetworkAttacher, NodeNetworking};
 use shoal_node::config::{DataPlaneConfig, Encryption, LocalEndpointConfig, NetworkConfig};
@@ -34,6 +34,7 @@ use shoal_overlay::mac::MacAddr;
 use tokio::sync::watch;
 
 use crate::discovery::{self, GOSSIP_PORT};
+use crate::ingress::{Ingress, Route};
 
 /// How old a new key must be before nodes send with it: every node has
 /// heard of it by then (heartbeats), so none drops frames sealed with a key
@@ -74,7 +75,12 @@ struct NodeNet {
     records: Mutex<BTreeMap<String, Vec<(String, EndpointRecord)>>>,
     dns_settings: DnsSettings,
     forwarder: Mutex<Option<Arc<Forwarder>>>,
+    /// The routing mesh's sandbox and listeners, while a service publishes.
+    ingress: Mutex<Option<Ingress>>,
 }
+
+/// The key of the ingress sandbox's endpoint among the attached ones.
+const INGRESS_KEY: &str = "ingress-sbox";
 
 struct Gossip {
     handle: GossipHandle,
@@ -105,6 +111,7 @@ impl DataPlaneAttacher {
                 records: Mutex::new(BTreeMap::new()),
                 dns_settings,
                 forwarder: Mutex::new(None),
+                ingress: Mutex::new(None),
             }),
         }
     }
@@ -265,6 +272,105 @@ impl NodeNet {
         Ok(())
     }
 
+    /// Keeps `records` as the endpoints of `key` and publishes them when
+    /// gossip runs (or later, when it starts).
+    fn publish(&self, key: &str, records: Vec<(String, EndpointRecord)>) -> Result<(), String> {
+        self.records
+            .lock()
+            .expect("records lock")
+            .insert(key.to_string(), records.clone());
+        if let Some(g) = self.gossip.lock().expect("gossip lock").as_mut() {
+            for (net, record) in records {
+                g.joined.insert(net.clone());
+                g.handle
+                    .publish(&net, record)
+                    .map_err(|e| format!("cannot publish an endpoint: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Withdraws the endpoints of `key`.
+    fn withdraw(&self, key: &str) {
+        let Some(records) = self.records.lock().expect("records lock").remove(key) else {
+            return;
+        };
+        if let Some(g) = self.gossip.lock().expect("gossip lock").as_ref() {
+            for (net, r) in records {
+                if let Err(e) = g.handle.withdraw(&net, &r.task_id) {
+                    tracing::warn!(endpoint = %r.task_id, error = %e, "cannot withdraw an endpoint");
+                }
+            }
+        }
+    }
+
+    /// Makes the routing mesh what `ingress` says: the sandbox attached to
+    /// the ingress network at this node's address, published to gossip,
+    /// and a listener per published TCP port.
+    fn sync_ingress(
+        &self,
+        dp: &Arc<DataPlane>,
+        ingress: Option<&IngressAssignment>,
+    ) -> Result<(), String> {
+        let mut current = self.ingress.lock().expect("ingress lock");
+        let wanted = ingress.map(|a| (a.network.id.clone(), a.ip));
+        let have = current.as_ref().map(|i| (i.network.clone(), i.ip));
+        if have.is_some() && have != wanted {
+            if let Some(old) = current.take() {
+                self.withdraw(INGRESS_KEY);
+                let _ = dp.remove_endpoint(&old.network, old.ip);
+                tracing::info!("routing mesh: sandbox removed");
+            }
+        }
+        let Some(a) = ingress else {
+            return Ok(());
+        };
+        if current.is_none() {
+            let sandbox = Ingress::new(a.network.id.clone(), a.ip)?;
+            dp.add_endpoint(LocalEndpointConfig {
+                network: a.network.id.clone(),
+                netns: sandbox.netns().to_path_buf(),
+                ifname: "eth0".into(),
+                ip: a.ip,
+                mac: MacAddr(shoal_manager::state::task::task_mac(a.ip)),
+            })
+            .map_err(|e| format!("cannot attach the ingress sandbox: {e}"))?;
+            let (node_id, node_addr) = self
+                .identity
+                .lock()
+                .expect("identity lock")
+                .clone()
+                .ok_or("this node does not know its swarm identity yet")?;
+            let record = discovery::sandbox_record(&node_id, node_addr, a.ip);
+            self.publish(INGRESS_KEY, vec![(a.network.id.clone(), record)])?;
+            if let Some(view) = self.view() {
+                sandbox.set_view(&view);
+            }
+            tracing::info!(ip = %a.ip, "routing mesh: sandbox attached to the ingress network");
+            *current = Some(sandbox);
+        }
+        let mut routes = BTreeMap::new();
+        for service in &a.services {
+            for p in &service.ports {
+                let Some(published) = p.published else {
+                    continue;
+                };
+                if p.protocol.to_string() != "tcp" {
+                    continue;
+                }
+                routes.insert(
+                    published,
+                    Route {
+                        service_id: service.id.clone(),
+                        service_name: service.name.clone(),
+                        target: p.target,
+                    },
+                );
+            }
+        }
+        current.as_ref().expect("made above").set_routes(routes)
+    }
+
     fn view(&self) -> Option<Arc<TableView>> {
         self.gossip
             .lock()
@@ -300,6 +406,9 @@ impl NodeNet {
                 last.insert(spec.name.clone(), now);
             }
         }
+        if let Some(i) = self.ingress.lock().expect("ingress lock").as_ref() {
+            i.set_view(view);
+        }
         for t in self.dns.lock().expect("dns lock").values() {
             let zone = Zone::new(
                 discovery::zone_endpoints(view, &t.networks),
@@ -328,8 +437,13 @@ impl NodeNet {
         Ok(made)
     }
 
-    fn start_dns(&self, task: &AssignedTask, netns: &Path) -> Result<(), String> {
-        let networks: Vec<String> = task.networks.iter().map(|n| n.network_id.clone()).collect();
+    /// Starts `task`'s DNS server, answering about `networks` (ids).
+    fn start_dns(
+        &self,
+        task: &AssignedTask,
+        networks: Vec<String>,
+        netns: &Path,
+    ) -> Result<(), String> {
         let view = self.view().unwrap_or_default();
         let zone = Zone::new(
             discovery::zone_endpoints(&view, &networks),
@@ -374,7 +488,12 @@ fn now_secs() -> u64 {
 }
 
 impl NetworkAttacher for DataPlaneAttacher {
-    fn sync(&self, node: &NodeNetworking, networks: &[NetworkAssignment]) -> Result<(), String> {
+    fn sync(
+        &self,
+        node: &NodeNetworking,
+        networks: &[NetworkAssignment],
+        ingress: Option<&IngressAssignment>,
+    ) -> Result<(), String> {
         let n = &self.node;
         *n.identity.lock().expect("identity lock") = Some((node.node_id.clone(), node.addr));
         let mut errors = Vec::new();
@@ -430,6 +549,9 @@ impl NetworkAttacher for DataPlaneAttacher {
                     n.apply_view(&view);
                 }
             }
+            if let Err(e) = n.sync_ingress(&dp, ingress) {
+                errors.push(e);
+            }
         }
         // Take part in the tables of the networks this node has tasks on.
         if let Some(g) = n.gossip.lock().expect("gossip lock").as_mut() {
@@ -474,7 +596,13 @@ impl NetworkAttacher for DataPlaneAttacher {
                 })
                 .map_err(|e| format!("cannot attach to network {}: {e}", net.name))?;
             }
-            n.start_dns(task, netns)?;
+            // No service discovery on the ingress network, like Docker's.
+            let named: Vec<String> = networks
+                .iter()
+                .filter(|n| !n.ingress)
+                .map(|n| n.id.clone())
+                .collect();
+            n.start_dns(task, named, netns)?;
             let (node_id, node_addr) = n
                 .identity
                 .lock()
@@ -489,18 +617,7 @@ impl NetworkAttacher for DataPlaneAttacher {
                     (a.network_id.clone(), r)
                 })
                 .collect();
-            n.records
-                .lock()
-                .expect("records lock")
-                .insert(task.id.clone(), records.clone());
-            if let Some(g) = n.gossip.lock().expect("gossip lock").as_mut() {
-                for (net, record) in records {
-                    g.joined.insert(net.clone());
-                    g.handle
-                        .publish(&net, record)
-                        .map_err(|e| format!("cannot publish the task's endpoint: {e}"))?;
-                }
-            }
+            n.publish(&task.id, records)?;
             Ok(())
         })();
         if result.is_err() {
@@ -511,14 +628,7 @@ impl NetworkAttacher for DataPlaneAttacher {
 
     fn detach(&self, task: &AssignedTask) {
         let n = &self.node;
-        n.records.lock().expect("records lock").remove(&task.id);
-        if let Some(g) = n.gossip.lock().expect("gossip lock").as_ref() {
-            for a in &task.networks {
-                if let Err(e) = g.handle.withdraw(&a.network_id, &task.id) {
-                    tracing::warn!(task = %task.name, error = %e, "cannot withdraw the task's endpoint");
-                }
-            }
-        }
+        n.withdraw(&task.id);
         n.dns.lock().expect("dns lock").remove(&task.id);
         let Some(dp) = n.current() else {
             return;

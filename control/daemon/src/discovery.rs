@@ -119,6 +119,27 @@ pub fn task_record(
     }
 }
 
+/// The record of a node's ingress sandbox: no service, so no task set or
+/// DNS name takes it, but every node learns where its address lives (the
+/// tasks' answers to the routing mesh go back to it).
+pub fn sandbox_record(node_id: &str, node_addr: IpAddr, ip: Ipv4Addr) -> EndpointRecord {
+    EndpointRecord {
+        task_id: format!("ingress-sbox-{node_id}"),
+        task_name: String::new(),
+        service_name: String::new(),
+        service_id: String::new(),
+        vip: None,
+        ip,
+        mac: shoal_manager::state::task::task_mac(ip),
+        node_id: node_id.to_string(),
+        node_addr,
+        ports: Vec::new(),
+        aliases: Vec::new(),
+        dnsrr: false,
+        disabled: false,
+    }
+}
+
 /// Gossip seeds: the managers' hosts on the gossip port, this node left out.
 pub fn seeds(managers: &[SocketAddr], own: IpAddr) -> Vec<SocketAddr> {
     let set: BTreeSet<SocketAddr> = managers

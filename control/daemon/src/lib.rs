@@ -11,6 +11,7 @@ pub mod api;
 pub mod attach;
 pub mod discovery;
 pub mod file;
+pub mod ingress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,11 +11,12 @@
 //! notices a dead node in seconds rather than the managers' five.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::state::service::{EndpointMode, Limits, PortConfig};
+use crate::state::service::{EndpointMode, Limits, PortConfig, PublishMode};
 use crate::state::{ClusterState, TaskNetwork, TaskState};
 
 /// A task as its node must run it.
@@ -69,6 +70,46 @@ pub struct NetworkAssignment {
     pub subnet: Ipv4Net,
     /// Whether frames are sealed with the cluster's network keys.
     pub encrypted: bool,
+    /// Whether it is the routing mesh's ingress network (no service
+    /// discovery on it, like Docker's).
+    #[serde(default)]
+    pub ingress: bool,
+}
+
+impl NetworkAssignment {
+    fn of(n: &crate::state::network::Network) -> Self {
+        NetworkAssignment {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            vni: n.vni,
+            subnet: n.subnet,
+            encrypted: n.encrypted,
+            ingress: n.ingress,
+        }
+    }
+}
+
+/// What every node needs for the routing mesh: the ingress network, its
+/// own address on it, and the ports every service publishes through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressAssignment {
+    /// The ingress network.
+    pub network: NetworkAssignment,
+    /// This node's address on it (its ingress sandbox's).
+    pub ip: Ipv4Addr,
+    /// The services that publish ports through the mesh.
+    pub services: Vec<IngressService>,
+}
+
+/// A service that publishes ports through the routing mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressService {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its ingress-mode ports, each with its published port.
+    pub ports: Vec<PortConfig>,
 }
 
 /// Everything a node needs to run its tasks.
@@ -76,8 +117,12 @@ pub struct NetworkAssignment {
 pub struct Assignments {
     /// The node's tasks that are wanted or may still run.
     pub tasks: Vec<AssignedTask>,
-    /// The networks those tasks are attached to.
+    /// The networks those tasks are attached to (and the ingress network
+    /// when the routing mesh is in use).
     pub networks: Vec<NetworkAssignment>,
+    /// The routing mesh, when a service publishes ports through it.
+    #[serde(default)]
+    pub ingress: Option<IngressAssignment>,
 }
 
 /// The assignments of `node` in `state`.
@@ -112,18 +157,48 @@ pub fn assignments(state: &ClusterState, node: &str) -> Assignments {
             ports: service.spec.ports.clone(),
         });
     }
+    let ingress = ingress_assignment(state, node);
+    if let Some(i) = &ingress {
+        wanted_networks.insert(i.network.id.as_str());
+    }
     let networks = wanted_networks
         .into_iter()
         .filter_map(|id| state.networks.get(id))
-        .map(|n| NetworkAssignment {
-            id: n.id.clone(),
-            name: n.name.clone(),
-            vni: n.vni,
-            subnet: n.subnet,
-            encrypted: n.encrypted,
+        .map(NetworkAssignment::of)
+        .collect();
+    Assignments {
+        tasks,
+        networks,
+        ingress,
+    }
+}
+
+/// The routing mesh of `node`: every node takes part once a service
+/// publishes a port through it.
+fn ingress_assignment(state: &ClusterState, node: &str) -> Option<IngressAssignment> {
+    let ip = state.nodes.get(node)?.ingress_ip?;
+    let network = state.networks.values().find(|n| n.ingress)?;
+    let services: Vec<IngressService> = state
+        .services
+        .values()
+        .filter(|s| s.spec.ingress_ports().next().is_some())
+        .map(|s| IngressService {
+            id: s.id.clone(),
+            name: s.name().to_string(),
+            ports: s
+                .spec
+                .ports
+                .iter()
+                .filter(|p| p.mode == PublishMode::Ingress && p.published.is_some())
+                .cloned()
+                .collect(),
         })
         .collect();
-    Assignments { tasks, networks }
+    (!services.is_empty()).then(|| IngressAssignment {
+        network: NetworkAssignment::of(network),
+        ip,
+        services,
+    })
 }
 
 /// One line a task wrote.

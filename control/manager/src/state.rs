@@ -152,6 +152,10 @@ pub struct Node {
     pub updated_at: Timestamp,
     /// Bumped on every change, for optimistic updates.
     pub version: u64,
+    /// Its address on the ingress network: the routing mesh's connections
+    /// to tasks leave from it (Docker's ingress sandbox). Given in `apply`.
+    #[serde(default)]
+    pub ingress_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// A network or gossip key.
@@ -682,7 +686,10 @@ impl ClusterState {
     /// Applies a committed command.
     pub fn apply(&mut self, cmd: &Command) -> Outcome {
         match self.try_apply(cmd) {
-            Ok(()) => Outcome::ok(),
+            Ok(()) => {
+                self.assign_ingress_ips();
+                Outcome::ok()
+            }
             Err(r) => Outcome::refuse(r),
         }
     }

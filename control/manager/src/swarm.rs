@@ -487,6 +487,7 @@ impl Swarm {
             created_at: now,
             updated_at: now,
             version: 1,
+            ingress_ip: None,
         };
         let file = NodeFile {
             node_id: node_id.clone(),
@@ -1199,6 +1200,7 @@ impl Shared {
             created_at: now,
             updated_at: now,
             version: 1,
+            ingress_ip: None,
         };
         refused(
             write(

@@ -513,6 +513,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             version: 1,
+            ingress_ip: None,
         };
         NodeView::of(&node, Some(1))
     }

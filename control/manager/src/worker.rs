@@ -28,7 +28,9 @@ use shoal_runtime::{Runtime, TaskExit, TaskSpec};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::dispatch::{AssignedTask, Assignments, NetworkAssignment, TaskLogLine};
+use crate::dispatch::{
+    AssignedTask, Assignments, IngressAssignment, NetworkAssignment, TaskLogLine,
+};
 use crate::identity::NodeFile;
 use crate::net::Client;
 use crate::server::{LogsBody, TaskStatusBody};
@@ -64,10 +66,16 @@ pub struct NodeNetworking {
 /// plane, gossip and embedded DNS.
 pub trait NetworkAttacher: Send + Sync + 'static {
     /// Brings the node's networking in line: gossip runs with the current
-    /// keys, and the data plane has exactly `networks`, those no longer
-    /// listed and without local interfaces removed. Called every round;
-    /// cheap when nothing changed.
-    fn sync(&self, node: &NodeNetworking, networks: &[NetworkAssignment]) -> Result<(), String>;
+    /// keys, the data plane has exactly `networks`, those no longer listed
+    /// and without local interfaces removed, and the routing mesh answers
+    /// on the ports `ingress` lists. Called every round; cheap when nothing
+    /// changed.
+    fn sync(
+        &self,
+        node: &NodeNetworking,
+        networks: &[NetworkAssignment],
+        ingress: Option<&IngressAssignment>,
+    ) -> Result<(), String>;
     /// Connects `task`, whose sandbox's network namespace is at `netns`:
     /// one interface per network (`eth0`, `eth1`, ... in the order of
     /// `task.networks`; `networks` holds each one's assignment in that
@@ -266,7 +274,7 @@ impl Worker {
             .iter()
             .map(|n| (n.id.clone(), n.clone()))
             .collect();
-        self.sync_networks(node, &a.networks);
+        self.sync_networks(node, &a.networks, a.ingress.as_ref());
         let held: BTreeMap<String, (bool, bool)> = self
             .local
             .iter()
@@ -298,7 +306,12 @@ impl Worker {
         }
     }
 
-    fn sync_networks(&mut self, node: &NodeFile, networks: &[NetworkAssignment]) {
+    fn sync_networks(
+        &mut self,
+        node: &NodeFile,
+        networks: &[NetworkAssignment],
+        ingress: Option<&IngressAssignment>,
+    ) {
         let Some(attacher) = self.shared.config.attacher.clone() else {
             return;
         };
@@ -309,7 +322,7 @@ impl Worker {
             network_keys: self.shared.network_keys.lock().expect("keys").clone(),
             gossip_keys: self.shared.gossip_keys.lock().expect("keys").clone(),
         };
-        if let Err(e) = attacher.sync(&ctx, networks) {
+        if let Err(e) = attacher.sync(&ctx, networks, ingress) {
             tracing::warn!(error = %e, "cannot bring the node's networking in line");
         }
     }

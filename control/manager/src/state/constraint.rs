@@ -164,6 +164,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             version: 1,
+            ingress_ip: None,
         }
     }
 

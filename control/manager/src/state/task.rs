@@ -110,8 +110,36 @@ impl ClusterState {
             .filter(|a| a.network_id == network.id)
             .map(|a| a.ip)
             .collect();
+        if network.ingress {
+            used.extend(self.nodes.values().filter_map(|n| n.ingress_ip));
+        }
         used.insert(network.gateway);
         used
+    }
+
+    /// Gives every node without one an address on the ingress network,
+    /// in node id order (the lowest free host). Part of `apply`, so every
+    /// manager gives the same; a node's address is freed when it is removed.
+    pub(crate) fn assign_ingress_ips(&mut self) {
+        let Some(ingress) = self.networks.values().find(|n| n.ingress).cloned() else {
+            return;
+        };
+        let missing: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.ingress_ip.is_none())
+            .map(|n| n.id.clone())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut used = self.addresses_in_use(&ingress);
+        for id in missing {
+            let ip = allocate(&ingress, &mut used);
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.ingress_ip = ip;
+            }
+        }
     }
 
     /// The networks a service's tasks attach to, in interface order: the

@@ -16,6 +16,7 @@ fn node(id: &str, hostname: &str, role: Role) -> Node {
         created_at: 100,
         updated_at: 100,
         version: 1,
+        ingress_ip: None,
     }
 }
 

@@ -410,7 +410,7 @@ abcdefghijkl   web    replicated   0/3        shoal whoami   *:5000->80/tcp
             service: service(),
             running: 0,
             desired: 3,
-            vips: vec![],
+            vips: vec![("net1".into(), "10.0.0.2/24".into())],
         });
         assert_eq!(v["ID"], "abcdefghijklmnopqrstuvwxy");
         assert_eq!(v["Endpoint"]["VirtualIPs"][0]["Addr"], "10.0.0.2/24");

@@ -5,6 +5,7 @@ use crate::dispatch::assignments;
 use crate::state::orchestrator::reconcile;
 use crate::state::service::{RestartCondition, TaskStatus};
 use crate::state::TaskUpdate;
+use std::collections::BTreeSet;
 
 const W1: &str = "w1aaaaaaaaaaaaaaaaaaaaaaa";
 const W2: &str = "w2aaaaaaaaaaaaaaaaaaaaaaa";
@@ -563,4 +564,36 @@ fn services_get_a_virtual_ip_per_network_apart_from_their_tasks() {
     rr.endpoint_mode = crate::state::service::EndpointMode::Dnsrr;
     service(&mut s, rr, "svc2");
     assert!(s.services["svc2"].vips.is_empty());
+}
+
+#[test]
+fn every_node_takes_part_in_the_routing_mesh_with_its_own_ingress_address() {
+    let mut s = cluster();
+    let ingress = s.networks.values().find(|n| n.ingress).unwrap().clone();
+    let ips: BTreeSet<_> = s.nodes.values().map(|n| n.ingress_ip.unwrap()).collect();
+    assert_eq!(ips.len(), s.nodes.len());
+    assert!(ips
+        .iter()
+        .all(|ip| ingress.subnet.contains(ip) && *ip != ingress.gateway));
+    // Without a published port nobody needs the mesh.
+    service(&mut s, web(1, vec![]), "svc0");
+    assert!(assignments(&s, W1).ingress.is_none());
+    let mut spec = web(1, vec![]);
+    spec.name = "pub".into();
+    spec.ports = vec!["5000:80".parse().unwrap()];
+    service(&mut s, spec, "svc1");
+    converge_at(&mut s, 300);
+    for node in s.nodes.keys() {
+        let a = assignments(&s, node);
+        let i = a.ingress.expect("an ingress assignment on every node");
+        assert_eq!(i.ip, s.nodes[node].ingress_ip.unwrap());
+        assert_eq!(i.services.len(), 1);
+        assert_eq!(i.services[0].ports[0].published, Some(5000));
+        assert!(a.networks.iter().any(|n| n.id == ingress.id && n.ingress));
+    }
+    // Tasks and VIPs never take a node's ingress address.
+    for t in s.tasks.values() {
+        assert!(t.networks.iter().all(|a| !ips.contains(&a.ip)));
+    }
+    assert!(s.services["svc1"].vips.iter().all(|v| !ips.contains(&v.ip)));
 }

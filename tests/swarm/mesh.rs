@@ -1,0 +1,173 @@
+//! The routing mesh for real: a published port answers on every node, for
+//! a client outside the swarm, whether or not the node runs a task, and
+//! connections spread over the service's tasks.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::tasks::running;
+use crate::Swarm;
+
+/// One HTTP GET to `addr` from inside the client namespace; the `Task:`
+/// line of the answer (`shoal whoami`).
+fn get_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
+    let body = s
+        .topo
+        .client(0)
+        .ns()
+        .run(move || -> Result<String> {
+            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            c.write_all(b"GET / HTTP/1.0\r\nHost: mesh\r\n\r\n")?;
+            let mut out = String::new();
+            c.read_to_string(&mut out)?;
+            Ok(out)
+        })
+        .context("enter the client namespace")??;
+    body.lines()
+        .find_map(|l| l.strip_prefix("Task: "))
+        .map(str::to_string)
+        .with_context(|| format!("no Task line from {addr}: {body:?}"))
+}
+
+/// The done-when of the mesh issue, first part: `web` has 2 tasks on nodes
+/// 1 and 2; a client outside the swarm reaches it through port 5000 of
+/// every node, node 0 included, which runs none; 300 requests spread over
+/// the nodes reach both tasks, each at least 30% of the time.
+#[test]
+fn a_published_port_answers_on_every_node_and_spreads_over_the_tasks() {
+    let s = Swarm::new_with(3, 1, &[]).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=node0",
+            "-p",
+            "5000:80",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
+    s.wait_for(Duration::from_secs(30), "2 running tasks", || {
+        Ok(running(&s, 0, "web")?.len() == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|i| SocketAddr::from((s.addr(i), 5000)))
+        .collect();
+    let node = |i: usize| addrs[i];
+    s.wait_for(Duration::from_secs(20), "port 5000 on every node", || {
+        for i in 0..3 {
+            get_from_client(&s, node(i))?;
+        }
+        Ok(true)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+
+    let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_node_task: BTreeMap<(usize, String), usize> = BTreeMap::new();
+    for n in 0..300 {
+        let i = n % 3;
+        let task = get_from_client(&s, node(i))
+            .unwrap_or_else(|e| panic!("request {n} via node {i}: {e:#}\n{}", s.logs()));
+        *per_task.entry(task.clone()).or_default() += 1;
+        *per_node_task.entry((i, task)).or_default() += 1;
+    }
+    println!("300 requests over 3 nodes: {per_task:?}; by node: {per_node_task:?}");
+    assert_eq!(per_task.len(), 2, "{per_task:?}");
+    for (task, n) in &per_task {
+        assert!(*n >= 90, "{task} answered {n} of 300: {per_task:?}");
+        assert!(task.starts_with("web."), "{task}");
+    }
+    // Node 0 runs no task and still reached both.
+    let via0: Vec<_> = per_node_task.keys().filter(|(i, _)| *i == 0).collect();
+    assert_eq!(via0.len(), 2, "{per_node_task:?}");
+}
+
+/// Scaling down takes the task out of the rotation: no request fails after
+/// it has left; a node whose daemon crashes: failures only while gossip has
+/// not yet declared it down, none after.
+#[test]
+fn the_mesh_follows_scaling_and_a_crashed_node() {
+    let mut s = Swarm::new_with(3, 1, &[]).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "-p",
+            "5000:80",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
+    s.wait_for(Duration::from_secs(30), "3 running tasks", || {
+        Ok(running(&s, 0, "web")?.len() == 3)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|i| SocketAddr::from((s.addr(i), 5000)))
+        .collect();
+    let node = |i: usize| addrs[i];
+    s.wait_for(Duration::from_secs(20), "port 5000 on node 0", || {
+        get_from_client(&s, node(0)).map(|_| true)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+
+    s.shoal_ok(0, &["service", "scale", "--detach", "web=2"]);
+    s.wait_for(Duration::from_secs(20), "2 running tasks", || {
+        Ok(running(&s, 0, "web")?.len() == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    // Once the task is gone every request succeeds, through every node.
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 0..60 {
+        get_from_client(&s, node(n % 3))
+            .unwrap_or_else(|e| panic!("request {n} after scale down: {e:#}\n{}", s.logs()));
+    }
+
+    // Crash node 2 (SIGKILL): requests through nodes 0 and 1 may fail only
+    // until gossip has declared it down.
+    s.crash(2);
+    let crashed = std::time::Instant::now();
+    let mut last_failure = None;
+    let mut n = 0;
+    while crashed.elapsed() < Duration::from_secs(8) {
+        n += 1;
+        if get_from_client(&s, node(n % 2)).is_err() {
+            last_failure = Some(crashed.elapsed());
+        }
+    }
+    println!("after node 2 crashed, the last failed request was at {last_failure:?}");
+    if let Some(t) = last_failure {
+        assert!(t < Duration::from_secs(4), "failures went on until {t:?}");
+    }
+    for n in 0..40 {
+        get_from_client(&s, node(n % 2))
+            .unwrap_or_else(|e| panic!("request {n} after the crash: {e:#}\n{}", s.logs()));
+    }
+}
