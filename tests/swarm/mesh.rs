@@ -171,3 +171,107 @@ fn the_mesh_follows_scaling_and_a_crashed_node() {
             .unwrap_or_else(|e| panic!("request {n} after the crash: {e:#}\n{}", s.logs()));
     }
 }
+
+/// One datagram to `addr` from inside the client namespace; the answer.
+fn udp_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
+    s.topo
+        .client(0)
+        .ns()
+        .run(move || -> Result<String> {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+            sock.send_to(b"who?", addr)?;
+            let mut buf = [0u8; 2048];
+            let (n, _) = sock.recv_from(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .context("enter the client namespace")?
+}
+
+/// A UDP port published through the mesh answers from every node; a TCP
+/// port published with `proxy-protocol=v2` hands the task the client's
+/// real address (Docker's mesh cannot: moby #25526).
+#[test]
+fn udp_ports_and_the_proxy_protocol_through_the_mesh() {
+    let s = Swarm::new_with(3, 1, &[]).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "echo",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=node0",
+            "-p",
+            "5353:5353/udp",
+            "-p",
+            "published=5080,target=80,proxy-protocol=v2",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "80",
+            "--udp-port",
+            "5353",
+            "--proxy-protocol",
+        ],
+    );
+    s.wait_for(Duration::from_secs(30), "2 running tasks", || {
+        Ok(running(&s, 0, "echo")?.len() == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let client = s.topo.client(0).addr();
+    for i in 0..3 {
+        let udp = SocketAddr::from((s.addr(i), 5353));
+        let mut last = String::new();
+        let answered = (0..50).any(|_| match udp_from_client(&s, udp) {
+            Ok(a) => {
+                last = a;
+                true
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                std::thread::sleep(Duration::from_millis(200));
+                false
+            }
+        });
+        assert!(
+            answered && last.contains("Task: echo."),
+            "UDP via node {i}: {last}\n{}",
+            s.logs()
+        );
+        assert!(last.contains(&format!("RemoteAddr: 10.")), "{last}");
+
+        let tcp = SocketAddr::from((s.addr(i), 5080));
+        s.wait_for(Duration::from_secs(10), "the proxied port", || {
+            get_from_client(&s, tcp).map(|_| true)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+        let body = raw_get_from_client(&s, tcp).unwrap();
+        assert!(
+            body.contains(&format!("RemoteAddr: {client}:")),
+            "via node {i}, the task should see the client {client}: {body}"
+        );
+    }
+}
+
+/// The whole answer of one HTTP GET from the client namespace.
+fn raw_get_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
+    s.topo
+        .client(0)
+        .ns()
+        .run(move || -> Result<String> {
+            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            c.write_all(b"GET / HTTP/1.0\r\nHost: mesh\r\n\r\n")?;
+            let mut out = String::new();
+            c.read_to_string(&mut out)?;
+            Ok(out)
+        })
+        .context("enter the client namespace")?
+}

@@ -47,6 +47,14 @@ enum Command {
         /// An extra `Name:` line in every answer.
         #[arg(long)]
         name: Option<String>,
+        /// Expect a PROXY protocol v2 header on every connection (from a
+        /// port published with `proxy-protocol=v2`) and answer with its
+        /// client as `RemoteAddr`.
+        #[arg(long)]
+        proxy_protocol: bool,
+        /// Also answer UDP datagrams on this port.
+        #[arg(long, value_name = "PORT")]
+        udp_port: Option<u16>,
     },
     /// Check that this host can run Shoal, and what to do about anything missing.
     Doctor {
@@ -294,9 +302,17 @@ fn unix_now() -> u64 {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Whoami { port, bind, name } => whoami::run(whoami::Settings {
+        Command::Whoami {
+            port,
+            bind,
+            name,
+            proxy_protocol,
+            udp_port,
+        } => whoami::run(whoami::Settings {
             listen: std::net::SocketAddr::new(bind, port),
             name,
+            proxy_protocol,
+            udp_port,
         }),
         Command::Doctor { json } => {
             let checks = doctor::run_checks();

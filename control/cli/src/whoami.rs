@@ -23,6 +23,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// `--name`: an extra `Name:` line (traefik/whoami's `WHOAMI_NAME`).
     pub name: Option<String>,
+    /// `--proxy-protocol`: every connection starts with a PROXY protocol v2
+    /// header (from the routing mesh), whose client is the `RemoteAddr`.
+    pub proxy_protocol: bool,
+    /// `--udp-port`: also answer datagrams on this UDP port with who
+    /// answered and the sender's address.
+    pub udp_port: Option<u16>,
 }
 
 /// Who this process is, gathered once at start.
@@ -130,6 +136,23 @@ pub fn local_ipv4s(fib_trie: &str) -> Vec<Ipv4Addr> {
     out
 }
 
+/// The answer to one datagram: who answered, and the sender.
+pub fn render_datagram(who: &Identity, remote: SocketAddr) -> String {
+    let mut out = String::new();
+    for (k, v) in [
+        ("Name", &who.name),
+        ("Task", &who.task),
+        ("Node", &who.node),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(out, "{k}: {v}");
+        }
+    }
+    let _ = writeln!(out, "Hostname: {}", who.hostname);
+    let _ = writeln!(out, "RemoteAddr: {remote}");
+    out
+}
+
 /// Serves until killed. Prints `listening on ADDR` (the bound address, so
 /// `--port 0` is usable) on stdout once ready.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
@@ -143,6 +166,33 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         println!("listening on {}", listener.local_addr()?);
+        if let Some(port) = settings.udp_port {
+            let addr = SocketAddr::new(settings.listen.ip(), port);
+            let udp = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on UDP {addr}"))?;
+            println!("listening on udp {}", udp.local_addr()?);
+            let who = who.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((_, from)) = udp.recv_from(&mut buf).await {
+                    let _ = udp
+                        .send_to(render_datagram(&who, from).as_bytes(), from)
+                        .await;
+                }
+            });
+        }
+        if settings.proxy_protocol {
+            loop {
+                let (conn, remote) = listener.accept().await?;
+                let who = who.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_proxied(conn, remote, &who).await {
+                        eprintln!("whoami: {remote}: {e:#}");
+                    }
+                });
+            }
+        }
         let app = Router::new().fallback(
             move |ConnectInfo(remote): ConnectInfo<SocketAddr>,
                   method: Method,
@@ -160,6 +210,74 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("whoami server failed")
     })
+}
+
+/// One connection that starts with a PROXY protocol v2 header, then one
+/// HTTP/1.x request; answered like any other, with the header's client as
+/// `RemoteAddr`, and closed.
+async fn serve_proxied(
+    mut conn: tokio::net::TcpStream,
+    peer: SocketAddr,
+    who: &Identity,
+) -> anyhow::Result<()> {
+    use shoal_overlay::lb::proxy::{Addresses, ProxyHeader, ProxyParseError};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let limit = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (remote, used) = loop {
+        match ProxyHeader::parse(&buf) {
+            Ok((h, used)) => {
+                let remote = match h.addresses {
+                    Addresses::V4 { src, .. } => SocketAddr::V4(src),
+                    Addresses::V6 { src, .. } => SocketAddr::V6(src),
+                    Addresses::Unspec => peer,
+                };
+                break (remote, used);
+            }
+            Err(ProxyParseError::Incomplete(_)) => {}
+            Err(e) => anyhow::bail!("not a PROXY protocol v2 header: {e}"),
+        }
+        let n = tokio::time::timeout_at(limit, conn.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "closed before the PROXY header ended");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    buf.drain(..used);
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        anyhow::ensure!(buf.len() < 64 * 1024, "request head over 64 KiB");
+        let n = tokio::time::timeout_at(limit, conn.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "closed before the request ended");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split_whitespace();
+    let method = Method::from_bytes(first.next().unwrap_or("GET").as_bytes())?;
+    let uri: Uri = first.next().unwrap_or("/").parse()?;
+    let version = match first.next() {
+        Some("HTTP/1.0") => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::new();
+    for l in lines.take_while(|l| !l.is_empty()) {
+        if let Some((k, v)) = l.split_once(':') {
+            if let (Ok(k), Ok(v)) = (
+                axum::http::HeaderName::from_bytes(k.trim().as_bytes()),
+                axum::http::HeaderValue::from_str(v.trim()),
+            ) {
+                headers.append(k, v);
+            }
+        }
+    }
+    let body = render(who, remote, &method, &uri, version, &headers);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(answer.as_bytes()).await?;
+    conn.shutdown().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ use tokio::sync::watch;
 
 use crate::discovery::{self, GOSSIP_PORT};
 use crate::ingress::{Ingress, Route};
+use shoal_manager::state::service::Protocol;
+use shoal_overlay::lb::flow::Proto;
 
 /// How old a new key must be before nodes send with it: every node has
 /// heard of it by then (heartbeats), so none drops frames sealed with a key
@@ -355,15 +357,17 @@ impl NodeNet {
                 let Some(published) = p.published else {
                     continue;
                 };
-                if p.protocol.to_string() != "tcp" {
-                    continue;
-                }
+                let proto = match p.protocol {
+                    Protocol::Tcp => Proto::Tcp,
+                    Protocol::Udp => Proto::Udp,
+                };
                 routes.insert(
-                    published,
+                    (proto, published),
                     Route {
                         service_id: service.id.clone(),
                         service_name: service.name.clone(),
                         target: p.target,
+                        proxy_protocol: p.proxy_protocol,
                     },
                 );
             }
@@ -510,10 +514,18 @@ impl NetworkAttacher for DataPlaneAttacher {
             let mut added = false;
             for a in networks {
                 let encryption = if a.encrypted {
-                    Some(Encryption {
-                        cipher: Cipher::default(),
-                        keys: key_ring(&node.network_keys, now_secs())?,
-                    })
+                    match key_ring(&node.network_keys, now_secs()) {
+                        Ok(keys) => Some(Encryption {
+                            cipher: Cipher::default(),
+                            keys,
+                        }),
+                        // No keys yet (the first heartbeat brings them): the
+                        // other networks go on, this one comes next round.
+                        Err(e) => {
+                            errors.push(format!("network {}: {e}", a.name));
+                            continue;
+                        }
+                    }
                 } else {
                     None
                 };
@@ -573,6 +585,14 @@ impl NetworkAttacher for DataPlaneAttacher {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    fn ready(&self, networks: &[NetworkAssignment]) -> bool {
+        let Some(dp) = self.node.current() else {
+            return networks.is_empty();
+        };
+        let have: BTreeSet<String> = dp.networks().into_iter().map(|(s, _)| s.name).collect();
+        networks.iter().all(|n| have.contains(&n.id))
     }
 
     fn attach(

@@ -25,7 +25,9 @@ use std::time::Duration;
 use shoal_gossip::TableView;
 use shoal_overlay::lb::flow::{FlowKey, Proto};
 use shoal_overlay::lb::maglev::{BackendId, Maglev, TableSize};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use shoal_overlay::lb::proxy::{ProxyHeader, Transport};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -43,6 +45,8 @@ pub struct Route {
     pub service_name: String,
     /// The port inside its tasks.
     pub target: u16,
+    /// Start each TCP connection with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
 }
 
 /// Each service's available tasks on the ingress network and their Maglev
@@ -77,6 +81,13 @@ impl Backends {
         }
     }
 
+    /// Whether `ip` is an available task of `service`.
+    pub fn contains(&self, service: &str, ip: Ipv4Addr) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(|(ips, _)| ips.binary_search(&ip).is_ok())
+    }
+
     /// The tasks to try for a flow, best first (see [`pick_order`]).
     pub fn pick(&self, service: &str, flow: &FlowKey) -> Vec<Ipv4Addr> {
         match self.services.get(service) {
@@ -102,15 +113,23 @@ pub fn pick_order(ips: &[Ipv4Addr], table: &Maglev, hash: u64) -> Vec<Ipv4Addr> 
     out
 }
 
-/// A thread that lives in the sandbox's namespace and makes sockets there.
+/// A socket the factory makes.
+enum Made {
+    Tcp(std::io::Result<TcpSocket>),
+    Udp(std::io::Result<std::net::UdpSocket>),
+}
+
+/// A thread that lives in the sandbox's namespace and makes sockets there
+/// (a socket belongs to the namespace it was made in, whichever thread
+/// uses it later).
 struct SocketFactory {
-    tx: std::sync::mpsc::Sender<oneshot::Sender<std::io::Result<TcpSocket>>>,
+    tx: std::sync::mpsc::Sender<(bool, oneshot::Sender<Made>)>,
 }
 
 impl SocketFactory {
     fn start(netns: PathBuf) -> Result<SocketFactory, String> {
         let ns = shoal_sys::netns::NetNs::open(&netns).map_err(|e| e.to_string())?;
-        let (tx, rx) = std::sync::mpsc::channel::<oneshot::Sender<std::io::Result<TcpSocket>>>();
+        let (tx, rx) = std::sync::mpsc::channel::<(bool, oneshot::Sender<Made>)>();
         std::thread::Builder::new()
             .name("ingress-sockets".into())
             .spawn(move || {
@@ -119,27 +138,48 @@ impl SocketFactory {
                     return;
                 }
                 // Ends when the factory (the sender) is dropped.
-                while let Ok(reply) = rx.recv() {
-                    let _ = reply.send(TcpSocket::new_v4());
+                while let Ok((udp, reply)) = rx.recv() {
+                    let made = if udp {
+                        Made::Udp(std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+                    } else {
+                        Made::Tcp(TcpSocket::new_v4())
+                    };
+                    let _ = reply.send(made);
                 }
             })
             .map_err(|e| format!("cannot start the ingress socket thread: {e}"))?;
         Ok(SocketFactory { tx })
     }
 
-    async fn tcp(&self) -> std::io::Result<TcpSocket> {
+    async fn make(&self, udp: bool) -> std::io::Result<Made> {
+        let gone = || std::io::Error::other("the ingress socket thread ended");
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(reply)
-            .map_err(|_| std::io::Error::other("the ingress socket thread ended"))?;
-        rx.await
-            .map_err(|_| std::io::Error::other("the ingress socket thread ended"))?
+        self.tx.send((udp, reply)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    async fn tcp(&self) -> std::io::Result<TcpSocket> {
+        match self.make(false).await? {
+            Made::Tcp(s) => s,
+            Made::Udp(_) => Err(std::io::Error::other("the socket thread made a UDP socket")),
+        }
+    }
+
+    async fn udp(&self) -> std::io::Result<UdpSocket> {
+        match self.make(true).await? {
+            Made::Udp(s) => {
+                let s = s?;
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            }
+            Made::Tcp(_) => Err(std::io::Error::other("the socket thread made a TCP socket")),
+        }
     }
 }
 
 /// What the listeners share.
 struct Shared {
-    routes: RwLock<BTreeMap<u16, Route>>,
+    routes: RwLock<BTreeMap<(Proto, u16), Route>>,
     backends: RwLock<Backends>,
     factory: SocketFactory,
 }
@@ -154,7 +194,7 @@ pub struct Ingress {
     /// The ingress network's id.
     pub network: String,
     shared: Arc<Shared>,
-    listeners: Mutex<BTreeMap<u16, JoinHandle<()>>>,
+    listeners: Mutex<BTreeMap<(Proto, u16), JoinHandle<()>>>,
 }
 
 impl Drop for Ingress {
@@ -205,39 +245,46 @@ impl Ingress {
             .update(view, &self.network);
     }
 
-    /// Listens on exactly the published TCP ports of `routes` (on all the
-    /// node's addresses). Must run inside the tokio runtime.
-    pub fn set_routes(&self, routes: BTreeMap<u16, Route>) -> Result<(), String> {
+    /// Listens on exactly the published ports of `routes` (TCP and UDP, on
+    /// all the node's addresses). Must run inside the tokio runtime.
+    pub fn set_routes(&self, routes: BTreeMap<(Proto, u16), Route>) -> Result<(), String> {
         let mut listeners = self.listeners.lock().expect("listeners lock");
-        listeners.retain(|port, task| {
-            let keep = routes.contains_key(port);
+        listeners.retain(|key, task| {
+            let keep = routes.contains_key(key);
             if !keep {
                 task.abort();
-                tracing::info!(port, "routing mesh: port no longer published");
+                tracing::info!(port = key.1, "routing mesh: port no longer published");
             }
             keep
         });
         let mut errors = Vec::new();
-        for (port, route) in &routes {
-            if listeners.contains_key(port) {
+        for (&(proto, port), route) in &routes {
+            if listeners.contains_key(&(proto, port)) {
                 continue;
             }
-            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, *port));
-            let listener = match std::net::TcpListener::bind(addr).and_then(|l| {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            }) {
-                Ok(l) => l,
-                Err(e) => {
-                    errors.push(format!("cannot listen on port {port}: {e}"));
-                    continue;
-                }
+            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+            let shared = self.shared.clone();
+            let task = match proto {
+                Proto::Tcp => std::net::TcpListener::bind(addr)
+                    .and_then(|l| {
+                        l.set_nonblocking(true)?;
+                        TcpListener::from_std(l)
+                    })
+                    .map(|l| tokio::spawn(accept(l, port, shared))),
+                Proto::Udp => std::net::UdpSocket::bind(addr)
+                    .and_then(|u| {
+                        u.set_nonblocking(true)?;
+                        UdpSocket::from_std(u)
+                    })
+                    .map(|u| tokio::spawn(serve_udp(u, port, shared))),
             };
-            tracing::info!(port, service = %route.service_name, target = route.target, "routing mesh: listening");
-            listeners.insert(
-                *port,
-                tokio::spawn(accept(listener, *port, self.shared.clone())),
-            );
+            match task {
+                Ok(task) => {
+                    tracing::info!(port, ?proto, service = %route.service_name, target = route.target, "routing mesh: listening");
+                    listeners.insert((proto, port), task);
+                }
+                Err(e) => errors.push(format!("cannot listen on {proto:?} port {port}: {e}")),
+            }
         }
         *self.shared.routes.write().expect("routes lock") = routes;
         if errors.is_empty() {
@@ -263,22 +310,10 @@ async fn accept(listener: TcpListener, port: u16, shared: Arc<Shared>) {
 }
 
 async fn relay(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
-    let Some(route) = shared
-        .routes
-        .read()
-        .expect("routes lock")
-        .get(&port)
-        .cloned()
-    else {
+    let Some(route) = shared.route(Proto::Tcp, port) else {
         return;
     };
-    let src = match peer {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(a) => SocketAddrV4::new(
-            a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-            a.port(),
-        ),
-    };
+    let src = v4(peer);
     let flow = FlowKey {
         proto: Proto::Tcp,
         src,
@@ -300,6 +335,17 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         let to = SocketAddr::from((ip, route.target));
         match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(to)).await {
             Ok(Ok(mut task)) => {
+                if route.proxy_protocol {
+                    // The address the client reached: this node's, on the
+                    // published port.
+                    let dst = client.local_addr().map(v4).unwrap_or(flow.dst);
+                    let header = ProxyHeader::v4(Transport::Stream, src, dst).to_vec();
+                    if task.write_all(&header).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = client.set_nodelay(true);
+                let _ = task.set_nodelay(true);
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut task).await;
                 return;
             }
@@ -310,6 +356,116 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         }
     }
     tracing::debug!(port, service = %route.service_name, "routing mesh: no task to take the connection");
+}
+
+impl Shared {
+    fn route(&self, proto: Proto, port: u16) -> Option<Route> {
+        self.routes
+            .read()
+            .expect("routes lock")
+            .get(&(proto, port))
+            .cloned()
+    }
+}
+
+/// An IPv4 socket address (IPv4-mapped IPv6 ones unmapped).
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => SocketAddrV4::new(
+            a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            a.port(),
+        ),
+    }
+}
+
+/// A UDP client's session: its socket in the sandbox, connected to the
+/// task that serves it.
+struct UdpSession {
+    to_task: Arc<UdpSocket>,
+    task: Ipv4Addr,
+    last: std::time::Instant,
+}
+
+/// How long a UDP client's session lives without datagrams (Linux
+/// conntrack's UDP stream timeout is 120 s, its unreplied one 30 s).
+const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// Serves a published UDP port: each client (address and port) gets a
+/// session with one task, picked like a TCP connection; replies go back
+/// from the published port. A session whose task left the rotation is
+/// dropped, so the client's next datagram picks another.
+async fn serve_udp(socket: UdpSocket, port: u16, shared: Arc<Shared>) {
+    let socket = Arc::new(socket);
+    let mut sessions: std::collections::HashMap<SocketAddr, UdpSession> =
+        std::collections::HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            got = socket.recv_from(&mut buf) => {
+                let Ok((n, peer)) = got else { continue };
+                let Some(route) = shared.route(Proto::Udp, port) else { continue };
+                let alive = sessions.get(&peer).is_some_and(|s| {
+                    shared.backends.read().expect("backends lock").contains(&route.service_id, s.task)
+                });
+                if !alive {
+                    sessions.remove(&peer);
+                    match open_udp_session(&shared, &route, peer, port, socket.clone()).await {
+                        Some(s) => {
+                            sessions.insert(peer, s);
+                        }
+                        None => continue,
+                    }
+                }
+                if let Some(s) = sessions.get_mut(&peer) {
+                    s.last = std::time::Instant::now();
+                    let _ = s.to_task.send(&buf[..n]).await;
+                }
+            }
+            _ = sweep.tick() => sessions.retain(|_, s| s.last.elapsed() < UDP_IDLE),
+        }
+    }
+}
+
+async fn open_udp_session(
+    shared: &Arc<Shared>,
+    route: &Route,
+    peer: SocketAddr,
+    port: u16,
+    published: Arc<UdpSocket>,
+) -> Option<UdpSession> {
+    let flow = FlowKey {
+        proto: Proto::Udp,
+        src: v4(peer),
+        dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
+    };
+    let ip = *shared
+        .backends
+        .read()
+        .expect("backends lock")
+        .pick(&route.service_id, &flow)
+        .first()?;
+    let to_task = match shared.factory.udp().await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "routing mesh: cannot make a socket in the sandbox");
+            return None;
+        }
+    };
+    to_task.connect((ip, route.target)).await.ok()?;
+    let replies = to_task.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, replies.recv(&mut buf)).await {
+            let _ = published.send_to(&buf[..n], peer).await;
+        }
+    });
+    Some(UdpSession {
+        to_task,
+        task: ip,
+        last: std::time::Instant::now(),
+    })
 }
 
 #[cfg(test)]

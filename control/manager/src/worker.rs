@@ -89,7 +89,17 @@ pub trait NetworkAttacher: Send + Sync + 'static {
     ) -> Result<(), String>;
     /// Undoes [`attach`](Self::attach), as far as it went.
     fn detach(&self, task: &AssignedTask);
+    /// Whether tasks can be attached to `networks` now (the data plane has
+    /// them; an encrypted one waits for the cluster's keys).
+    fn ready(&self, networks: &[NetworkAssignment]) -> bool {
+        let _ = networks;
+        true
+    }
 }
+
+/// How long a task waits for its networks before it is started anyway (and
+/// fails, saying why).
+const NETWORK_WAIT: Duration = Duration::from_secs(10);
 
 /// A task this node holds.
 #[derive(Debug, Clone)]
@@ -201,6 +211,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         networks: BTreeMap::new(),
         reports: Vec::new(),
         stops: JoinSet::new(),
+        waiting: BTreeMap::new(),
     };
     loop {
         w.round().await;
@@ -222,6 +233,8 @@ struct Worker {
     reports: Vec<TaskUpdate>,
     /// Stops under way: task id and its exit.
     stops: JoinSet<(String, Option<TaskExit>)>,
+    /// Tasks waiting for their networks, since when.
+    waiting: BTreeMap<String, std::time::Instant>,
 }
 
 impl Worker {
@@ -344,6 +357,25 @@ impl Worker {
 
     async fn start(&mut self, node: &NodeFile, task: AssignedTask) {
         let id = task.id.clone();
+        // Its networks may not be in the data plane yet (a first round
+        // without keys): the task waits a few rounds rather than failing
+        // and waiting out its restart delay.
+        if let Some(attacher) = self.shared.config.attacher.clone() {
+            let networks: Vec<NetworkAssignment> = task
+                .networks
+                .iter()
+                .filter_map(|a| self.networks.get(&a.network_id).cloned())
+                .collect();
+            let since = *self
+                .waiting
+                .entry(id.clone())
+                .or_insert_with(std::time::Instant::now);
+            if !attacher.ready(&networks) && since.elapsed() < NETWORK_WAIT {
+                tracing::debug!(task = %task.name, "waiting for the task's networks");
+                return;
+            }
+            self.waiting.remove(&id);
+        }
         self.local.insert(
             id.clone(),
             Local {

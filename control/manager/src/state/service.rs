@@ -134,6 +134,10 @@ pub struct PortConfig {
     pub published: Option<u16>,
     /// Routing mesh or host.
     pub mode: PublishMode,
+    /// `proxy-protocol=v2`: the routing mesh starts each connection to a
+    /// task with a PROXY protocol v2 header naming the client (TCP only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 impl std::fmt::Display for PortConfig {
@@ -166,6 +170,7 @@ impl std::str::FromStr for PortConfig {
                 target: 0,
                 published: None,
                 mode: PublishMode::Ingress,
+                proxy_protocol: false,
             };
             for field in s.split(',') {
                 let (k, v) = field.split_once('=').ok_or_else(|| {
@@ -180,15 +185,36 @@ impl std::str::FromStr for PortConfig {
                     "mode" => {
                         port.mode = v.parse().map_err(|e| format!("{e} in --publish {s:?}"))?
                     }
+                    "proxy-protocol" => {
+                        port.proxy_protocol = match v.trim() {
+                            "v2" => true,
+                            "none" => false,
+                            other => {
+                                return Err(format!(
+                                    "invalid proxy-protocol {other:?} in --publish {s:?}: use v2 or none"
+                                ))
+                            }
+                        }
+                    }
                     other => {
                         return Err(format!(
-                            "invalid field {other:?} in --publish {s:?}: use published, target, protocol and mode"
+                            "invalid field {other:?} in --publish {s:?}: use published, target, protocol, mode and proxy-protocol"
                         ))
                     }
                 }
             }
             if port.target == 0 {
                 return Err(format!("--publish {s:?} has no target port (target=80)"));
+            }
+            if port.proxy_protocol && port.protocol != Protocol::Tcp {
+                return Err(format!(
+                    "--publish {s:?}: proxy-protocol=v2 is for TCP ports only"
+                ));
+            }
+            if port.proxy_protocol && port.mode != PublishMode::Ingress {
+                return Err(format!(
+                    "--publish {s:?}: proxy-protocol=v2 is for ports published through the routing mesh (mode=ingress)"
+                ));
             }
             return Ok(port);
         }
@@ -225,6 +251,7 @@ impl std::str::FromStr for PortConfig {
             target,
             published,
             mode: PublishMode::Ingress,
+            proxy_protocol: false,
         })
     }
 }
@@ -1031,7 +1058,8 @@ mod tests {
                 protocol: Protocol::Tcp,
                 target: 80,
                 published: Some(5000),
-                mode: PublishMode::Ingress
+                mode: PublishMode::Ingress,
+                proxy_protocol: false,
             }
         );
         let p: PortConfig = "53:53/udp".parse().unwrap();
@@ -1047,11 +1075,28 @@ mod tests {
                 protocol: Protocol::Udp,
                 target: 80,
                 published: Some(8080),
-                mode: PublishMode::Host
+                mode: PublishMode::Host,
+                proxy_protocol: false,
             }
         );
         assert_eq!(p.to_string(), "*:8080->80/udp");
+        let p: PortConfig = "published=5000,target=80,proxy-protocol=v2"
+            .parse()
+            .unwrap();
+        assert!(p.proxy_protocol && p.mode == PublishMode::Ingress);
         for (bad, words) in [
+            (
+                "published=53,target=53,protocol=udp,proxy-protocol=v2",
+                "TCP ports only",
+            ),
+            (
+                "published=5000,target=80,mode=host,proxy-protocol=v2",
+                "routing mesh",
+            ),
+            (
+                "published=5000,target=80,proxy-protocol=v1",
+                "use v2 or none",
+            ),
             ("5000:http", "invalid target port \"http\""),
             ("5000:80/sctp", "invalid protocol \"sctp\""),
             ("0:80", "invalid published port \"0\""),

@@ -304,6 +304,7 @@ fn host_mode_ports_keep_tasks_on_different_nodes() {
         target: 80,
         published: Some(8080),
         mode: PublishMode::Host,
+        proxy_protocol: false,
     }];
     let id = create(&mut s, &h, "svc1").unwrap();
     converge(&mut s);
