@@ -229,6 +229,27 @@ fn the_docker_tutorial_runs_on_a_lab() {
         "lab", "exec", "--name", &lab.name, "node2", "--", "sh", "-c", "exit 7",
     ]);
     assert_eq!(code.status.code(), Some(7), "{}", text(&code));
+    // client1 (lab up's default) is on the underlay but outside the swarm:
+    // listed, reachable, and its commands get no daemon socket.
+    assert!(
+        node_row(&ls, "client1").is_some_and(|r| r.contains("10.99.0.101") && r.contains("client")),
+        "{ls}"
+    );
+    let client = Command::new(SHOAL)
+        .args([
+            "lab", "exec", "--name", &lab.name, "client1", "--", "sh", "-c",
+        ])
+        .arg("echo \"[$SHOAL_CONTROL]\"; ping -c 1 -W 2 10.99.0.11 >/dev/null && echo reached")
+        .env("SHOAL_LAB_ROOT", lab_root())
+        .env("SHOAL_CONTROL", "/nonexistent.sock")
+        .output()
+        .expect("run shoal");
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        "[]\nreached\n",
+        "{}",
+        text(&client)
+    );
 
     let token = lab.shoal_ok("node1", &["swarm", "join-token", "worker"]);
     assert!(
