@@ -116,6 +116,12 @@ pub fn run(root: &Path, command: LabCommand) -> anyhow::Result<ExitCode> {
         } => {
             let spec = LabSpec::new(&name, nodes, managers, clients).map_err(anyhow::Error::msg)?;
             up(root, &spec, shoald)?;
+            let lab = if name == "lab" {
+                String::new()
+            } else {
+                format!("--name {name} ")
+            };
+            println!("Try: shoal lab exec {lab}node1 -- shoal node ls");
         }
         LabCommand::Ls { name } => ls(root, &name)?,
         LabCommand::Exec {
@@ -168,6 +174,22 @@ fn write_lab(dir: &Path, lab: &LabFile) -> anyhow::Result<()> {
     fs::write(&tmp, serde_json::to_string_pretty(lab)? + "\n")
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether anything of lab `name` is left: its record or its namespaces.
+pub(crate) fn exists(root: &Path, name: &str) -> anyhow::Result<bool> {
+    Ok(read_lab(root, name)?.is_some()
+        || lab_dir(root, name).exists()
+        || !lab_namespaces(name).is_empty())
+}
+
+/// Removes lab `name` under `root` as `lab down` does, quietly; returns what
+/// went wrong.
+pub(crate) fn remove(root: &Path, name: &str) -> Vec<String> {
+    if let Err(e) = spec::check_name(name) {
+        return vec![e];
+    }
+    remove_lab(&lab_dir(root, name), name)
 }
 
 /// The namespaces of lab `name` that exist on this machine, whatever lab.json says.
@@ -223,7 +245,6 @@ pub(crate) fn up(root: &Path, spec: &LabSpec, shoald: Option<PathBuf>) -> anyhow
                 if spec.managers == 1 { "" } else { "s" },
                 started.elapsed().as_secs_f64()
             );
-            println!("Try: shoal lab exec node1 -- shoal node ls");
             Ok(lab)
         }
         Err(e) => {
