@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod dataplane;
+pub mod demo;
 pub mod doctor;
 pub mod http;
 pub mod lab;
@@ -110,6 +111,22 @@ enum Command {
         control: Control,
         #[command(subcommand)]
         command: secret::SecretCommand,
+    },
+    /// Docker Swarm's routing mesh in a minute (root): a 3-node lab, an
+    /// encrypted overlay network, a service published on port 5000, and
+    /// requests from a client outside the swarm to every node, each step
+    /// shown with its docker and shoal commands.
+    Demo {
+        /// Where the demo's lab keeps its files (as `shoal lab --root`).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/run/shoal/lab",
+            env = "SHOAL_LAB_ROOT"
+        )]
+        root: PathBuf,
+        #[command(flatten)]
+        flags: demo::DemoFlags,
     },
     /// Run a multi-node swarm on this machine, in network namespaces (root).
     Lab {
@@ -300,7 +317,28 @@ fn unix_now() -> u64 {
 
 /// Entry point of `shoal`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    match execute(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shoal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `shoal ARGS` in this process (`args` without the program name), as
+/// if typed: `shoal demo` runs the very commands it shows this way.
+pub(crate) fn run_args<I, S>(args: I) -> anyhow::Result<ExitCode>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    let argv =
+        std::iter::once(std::ffi::OsString::from("shoal")).chain(args.into_iter().map(Into::into));
+    execute(Cli::try_parse_from(argv)?)
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let result = match cli.command {
         Command::Whoami {
             port,
@@ -324,11 +362,11 @@ pub fn main() -> ExitCode {
             } else {
                 print!("{}", doctor::render_table(&checks));
             }
-            return if doctor::all_required_ok(&checks) {
+            return Ok(if doctor::all_required_ok(&checks) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            };
+            });
         }
         Command::Dataplane { control, command } => match command {
             DataplaneCommand::Status { json } => dataplane::status(&control, json),
@@ -407,16 +445,8 @@ pub fn main() -> ExitCode {
         Command::Service { control, command } => {
             service::run(&control.control, command, unix_now())
         }
-        Command::Lab { root, command } => match lab::run(&root, command) {
-            Ok(code) => return code,
-            Err(e) => Err(e),
-        },
+        Command::Demo { root, flags } => return demo::run(&root, flags),
+        Command::Lab { root, command } => return lab::run(&root, command),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shoal: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.map(|()| ExitCode::SUCCESS)
 }

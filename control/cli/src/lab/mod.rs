@@ -30,7 +30,7 @@ use shoal_manager::swarm::{InitReply, InitRequest, JoinOptions, SwarmInfo};
 use shoal_manager::views::NodeView;
 use shoal_topology::{name::parse_fixed, Topology};
 
-use self::spec::{namespace_prefix, LabFile, LabNode, LabSpec};
+use self::spec::{client_name, namespace_prefix, LabClient, LabFile, LabNode, LabSpec};
 use crate::swarm::{call, op};
 
 /// How often `up` looks at sockets and node states.
@@ -58,6 +58,10 @@ pub enum LabCommand {
         /// How many of them are managers: 1, 3 or 5 (node1 first).
         #[arg(long, default_value_t = 1)]
         managers: usize,
+        /// How many clients: namespaces on the same bridge but outside the
+        /// swarm (no daemon), to reach published ports from like a user would.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
         /// The lab's name, for running several side by side.
         #[arg(long, default_value = "lab")]
         name: String,
@@ -72,14 +76,15 @@ pub enum LabCommand {
         name: String,
     },
     /// Run a command inside a node's namespace with SHOAL_CONTROL set to its
-    /// daemon, e.g. `shoal lab exec node1 -- shoal node ls`. The directory of
-    /// this shoal comes first on PATH, so `shoal` is this one. Its exit code
-    /// is passed through.
+    /// daemon, e.g. `shoal lab exec node1 -- shoal node ls`, or inside a
+    /// client's (no SHOAL_CONTROL there), e.g. `shoal lab exec client1 --
+    /// curl 10.99.0.11:5000`. The directory of this shoal comes first on PATH,
+    /// so `shoal` is this one. Its exit code is passed through.
     Exec {
         /// The lab's name.
         #[arg(long, default_value = "lab")]
         name: String,
-        /// The node: node1, node2, ...
+        /// The node or client: node1, node2, ..., client1, ...
         node: String,
         /// The command and its arguments.
         #[arg(
@@ -105,11 +110,18 @@ pub fn run(root: &Path, command: LabCommand) -> anyhow::Result<ExitCode> {
         LabCommand::Up {
             nodes,
             managers,
+            clients,
             name,
             shoald,
         } => {
-            let spec = LabSpec::new(&name, nodes, managers).map_err(anyhow::Error::msg)?;
+            let spec = LabSpec::new(&name, nodes, managers, clients).map_err(anyhow::Error::msg)?;
             up(root, &spec, shoald)?;
+            let lab = if name == "lab" {
+                String::new()
+            } else {
+                format!("--name {name} ")
+            };
+            println!("Try: shoal lab exec {lab}node1 -- shoal node ls");
         }
         LabCommand::Ls { name } => ls(root, &name)?,
         LabCommand::Exec {
@@ -164,6 +176,22 @@ fn write_lab(dir: &Path, lab: &LabFile) -> anyhow::Result<()> {
     fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Whether anything of lab `name` is left: its record or its namespaces.
+pub(crate) fn exists(root: &Path, name: &str) -> anyhow::Result<bool> {
+    Ok(read_lab(root, name)?.is_some()
+        || lab_dir(root, name).exists()
+        || !lab_namespaces(name).is_empty())
+}
+
+/// Removes lab `name` under `root` as `lab down` does, quietly; returns what
+/// went wrong.
+pub(crate) fn remove(root: &Path, name: &str) -> Vec<String> {
+    if let Err(e) = spec::check_name(name) {
+        return vec![e];
+    }
+    remove_lab(&lab_dir(root, name), name)
+}
+
 /// The namespaces of lab `name` that exist on this machine, whatever lab.json says.
 fn lab_namespaces(name: &str) -> Vec<String> {
     let prefix = namespace_prefix(name);
@@ -173,8 +201,8 @@ fn lab_namespaces(name: &str) -> Vec<String> {
         .collect()
 }
 
-/// `lab up`.
-fn up(root: &Path, spec: &LabSpec, shoald: Option<PathBuf>) -> anyhow::Result<()> {
+/// `lab up`: builds the lab, prints it and returns its record.
+pub(crate) fn up(root: &Path, spec: &LabSpec, shoald: Option<PathBuf>) -> anyhow::Result<LabFile> {
     let started = Instant::now();
     let shoald = match shoald {
         Some(p) => p,
@@ -217,8 +245,7 @@ fn up(root: &Path, spec: &LabSpec, shoald: Option<PathBuf>) -> anyhow::Result<()
                 if spec.managers == 1 { "" } else { "s" },
                 started.elapsed().as_secs_f64()
             );
-            println!("Try: shoal lab exec node1 -- shoal node ls");
-            Ok(())
+            Ok(lab)
         }
         Err(e) => {
             let logs = tail_logs(&dir);
@@ -254,6 +281,7 @@ fn tail_logs(dir: &Path) -> String {
 fn build(dir: &Path, spec: &LabSpec, shoald: &Path) -> anyhow::Result<LabFile> {
     let topo = Topology::builder()
         .nodes(spec.nodes)
+        .clients(spec.clients)
         .fixed_names(&namespace_prefix(&spec.name))
         .build()
         .context("cannot build the lab's namespaces")?
@@ -266,6 +294,16 @@ fn build(dir: &Path, spec: &LabSpec, shoald: &Path) -> anyhow::Result<LabFile> {
             .iter()
             .enumerate()
             .map(|(i, h)| LabNode::new(dir, i, h.name.clone(), h.addr))
+            .collect(),
+        clients: topo
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, h)| LabClient {
+                name: client_name(i),
+                namespace: h.name.clone(),
+                addr: h.addr,
+            })
             .collect(),
     };
     for (i, node) in lab.nodes.iter_mut().enumerate() {
@@ -492,7 +530,8 @@ fn ask<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text).with_context(|| format!("shoald sent malformed JSON: {text}"))
 }
 
-/// The nodes as a table, with the swarm's view of them in `live` (by hostname).
+/// The nodes as a table, with the swarm's view of them in `live` (by
+/// hostname), then the clients.
 fn render_nodes(lab: &LabFile, live: &[NodeView]) -> String {
     let mut rows = vec![[
         "NODE".to_string(),
@@ -521,6 +560,16 @@ fn render_nodes(lab: &LabFile, live: &[NodeView]) -> String {
             status,
             node.pid.map_or("-".into(), |p| p.to_string()),
             if running { "running" } else { "stopped" }.into(),
+        ]);
+    }
+    for client in &lab.clients {
+        rows.push([
+            client.name.clone(),
+            client.addr.to_string(),
+            "client".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
         ]);
     }
     let widths: Vec<usize> = (0..6)
@@ -556,16 +605,31 @@ fn ls(root: &Path, name: &str) -> anyhow::Result<()> {
 /// `lab exec`.
 fn exec(root: &Path, name: &str, node: &str, command: &[OsString]) -> anyhow::Result<ExitCode> {
     let lab = need_lab(root, name)?;
-    let Some(n) = lab.nodes.iter().find(|n| n.name == node) else {
-        let known: Vec<&str> = lab.nodes.iter().map(|n| n.name.as_str()).collect();
+    // A node's commands talk to its daemon; a client has none, and a
+    // SHOAL_CONTROL inherited from the caller would be a lie there.
+    let (namespace, control) = if let Some(n) = lab.nodes.iter().find(|n| n.name == node) {
+        (&n.namespace, Some(&n.control))
+    } else if let Some(c) = lab.clients.iter().find(|c| c.name == node) {
+        (&c.namespace, None)
+    } else {
+        let known: Vec<&str> = lab
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .chain(lab.clients.iter().map(|c| c.name.as_str()))
+            .collect();
         bail!(
-            "lab {name:?} has no node {node:?}; its nodes are {}",
+            "lab {name:?} has no node or client {node:?}; it has {}",
             known.join(", ")
         );
     };
     let (program, args) = command.split_first().context("no command given")?;
-    let mut cmd = shoal_topology::netns_command(&n.namespace, program);
-    cmd.args(args).env("SHOAL_CONTROL", &n.control);
+    let mut cmd = shoal_topology::netns_command(namespace, program);
+    cmd.args(args);
+    match control {
+        Some(control) => cmd.env("SHOAL_CONTROL", control),
+        None => cmd.env_remove("SHOAL_CONTROL"),
+    };
     if let Some(bin) = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -578,7 +642,7 @@ fn exec(root: &Path, name: &str, node: &str, command: &[OsString]) -> anyhow::Re
     }
     let status = cmd
         .status()
-        .with_context(|| format!("cannot run `ip netns exec {}`", n.namespace))?;
+        .with_context(|| format!("cannot run `ip netns exec {namespace}`"))?;
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()

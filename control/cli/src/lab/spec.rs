@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use shoal_topology::plan::MAX_NODES;
+use shoal_topology::plan::{MAX_CLIENTS, MAX_NODES};
 
 /// The most bytes a lab name may have: it goes into namespace names and into
 /// socket paths, which Linux caps at 108 bytes.
@@ -21,11 +21,19 @@ pub struct LabSpec {
     pub nodes: usize,
     /// How many of them are managers (the first ones).
     pub managers: usize,
+    /// How many client namespaces beside the swarm (outside it, on the same
+    /// underlay bridge), to reach published ports from.
+    pub clients: usize,
 }
 
 impl LabSpec {
     /// Checks the flags; the error names the flag at fault.
-    pub fn new(name: &str, nodes: usize, managers: usize) -> Result<LabSpec, String> {
+    pub fn new(
+        name: &str,
+        nodes: usize,
+        managers: usize,
+        clients: usize,
+    ) -> Result<LabSpec, String> {
         check_name(name)?;
         if !(1..=MAX_NODES).contains(&nodes) {
             return Err(format!(
@@ -42,10 +50,16 @@ impl LabSpec {
                 "--managers is {managers} but --nodes is {nodes}; managers are nodes too"
             ));
         }
+        if clients > MAX_CLIENTS {
+            return Err(format!(
+                "--clients is {clients}; a lab has 0 to {MAX_CLIENTS} clients"
+            ));
+        }
         Ok(LabSpec {
             name: name.to_string(),
             nodes,
             managers,
+            clients,
         })
     }
 }
@@ -79,6 +93,11 @@ pub fn node_name(index: usize) -> String {
     format!("node{}", index + 1)
 }
 
+/// A client's name in `lab exec` and `lab ls`: `client1` for index 0.
+pub fn client_name(index: usize) -> String {
+    format!("client{}", index + 1)
+}
+
 /// `lab.json`: everything about a lab that outlives `lab up`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabFile {
@@ -88,6 +107,22 @@ pub struct LabFile {
     pub namespaces: Vec<String>,
     /// The nodes, node1 first.
     pub nodes: Vec<LabNode>,
+    /// The clients, client1 first (absent from labs made before clients
+    /// existed).
+    #[serde(default)]
+    pub clients: Vec<LabClient>,
+}
+
+/// A client of a lab: a namespace on the lab's bridge with no daemon, the
+/// outside world from the swarm's point of view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabClient {
+    /// `client1`...
+    pub name: String,
+    /// Its network namespace.
+    pub namespace: String,
+    /// Its underlay address.
+    pub addr: Ipv4Addr,
 }
 
 /// One node of a lab.
@@ -137,28 +172,30 @@ mod tests {
     #[test]
     fn flags_are_checked_and_named() {
         assert_eq!(
-            LabSpec::new("lab", 3, 1),
+            LabSpec::new("lab", 3, 1, 1),
             Ok(LabSpec {
                 name: "lab".into(),
                 nodes: 3,
-                managers: 1
+                managers: 1,
+                clients: 1,
             })
         );
-        LabSpec::new("a-b_9", 5, 5).unwrap();
-        LabSpec::new("x", MAX_NODES, 3).unwrap();
-        for (name, nodes, managers, flag) in [
-            ("lab", 0, 1, "--nodes"),
-            ("lab", MAX_NODES + 1, 1, "--nodes"),
-            ("lab", 3, 2, "--managers"),
-            ("lab", 3, 0, "--managers"),
-            ("lab", 3, 5, "--managers"),
-            ("", 3, 1, "--name"),
-            ("-x", 3, 1, "--name"),
-            ("a/b", 3, 1, "--name"),
-            ("a.b", 3, 1, "--name"),
-            (&"x".repeat(MAX_NAME_LEN + 1), 3, 1, "--name"),
+        LabSpec::new("a-b_9", 5, 5, 0).unwrap();
+        LabSpec::new("x", MAX_NODES, 3, MAX_CLIENTS).unwrap();
+        for (name, nodes, managers, clients, flag) in [
+            ("lab", 0, 1, 1, "--nodes"),
+            ("lab", MAX_NODES + 1, 1, 1, "--nodes"),
+            ("lab", 3, 2, 1, "--managers"),
+            ("lab", 3, 0, 1, "--managers"),
+            ("lab", 3, 5, 1, "--managers"),
+            ("lab", 3, 1, MAX_CLIENTS + 1, "--clients"),
+            ("", 3, 1, 1, "--name"),
+            ("-x", 3, 1, 1, "--name"),
+            ("a/b", 3, 1, 1, "--name"),
+            ("a.b", 3, 1, 1, "--name"),
+            (&"x".repeat(MAX_NAME_LEN + 1), 3, 1, 1, "--name"),
         ] {
-            let e = LabSpec::new(name, nodes, managers).unwrap_err();
+            let e = LabSpec::new(name, nodes, managers, clients).unwrap_err();
             assert!(e.starts_with(flag), "{name:?} {nodes} {managers}: {e}");
         }
     }
@@ -176,5 +213,13 @@ mod tests {
         );
         assert!(node.control.as_os_str().len() < 108, "{node:?}");
         assert_eq!(node_name(0), "node1");
+        assert_eq!(client_name(0), "client1");
+    }
+
+    #[test]
+    fn a_lab_file_from_before_clients_still_reads() {
+        let old = r#"{"name":"lab","namespaces":["shoal-lab-lab-br"],"nodes":[]}"#;
+        let lab: LabFile = serde_json::from_str(old).unwrap();
+        assert!(lab.clients.is_empty());
     }
 }
