@@ -417,7 +417,6 @@ fn bad_flags_are_named_and_down_is_idempotent() {
 /// `shoal demo` end to end: every task answers through every node's port
 /// 5000, from a client outside the swarm, and the demo's lab is gone after.
 #[test]
-#[ignore = "needs the routing mesh (issue 8)"]
 fn demo_answers_from_every_task_through_every_node() {
     need_root!();
     let name = format!("t{}demo", std::process::id());

@@ -245,7 +245,7 @@ fn udp_ports_and_the_proxy_protocol_through_the_mesh() {
             "UDP via node {i}: {last}\n{}",
             s.logs()
         );
-        assert!(last.contains(&format!("RemoteAddr: 10.")), "{last}");
+        assert!(last.contains("RemoteAddr: 10."), "{last}");
 
         let tcp = SocketAddr::from((s.addr(i), 5080));
         s.wait_for(Duration::from_secs(10), "the proxied port", || {
