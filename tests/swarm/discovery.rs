@@ -515,3 +515,67 @@ fn names_resolve_inside_tasks_per_network() {
     let body = crate::tasks::curl_from(pid, "web").unwrap();
     assert!(body.contains("Task: web."), "{body}");
 }
+
+/// A task asked to stop leaves the rotation first: every node's view drops
+/// it while its process still runs (the drain grace, 3 s here), and only
+/// then is it stopped.
+#[test]
+fn a_stopping_task_leaves_the_rotation_before_it_stops() {
+    let s = Swarm::new_with(2, 0, &[("SHOAL_DRAIN_GRACE_MS", "3000")]).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(0, &["network", "create", "-d", "overlay", "backend"]);
+    create(
+        &s,
+        &[
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--network",
+            "backend",
+            "--",
+            "sleep",
+            "3000",
+        ],
+    );
+    s.wait_for(Duration::from_secs(30), "2 running tasks", || {
+        Ok(running(&s, 0, "web")?.len() == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    s.wait_for(
+        Duration::from_secs(10),
+        "both nodes know 2 endpoints",
+        || {
+            Ok((0..2).all(|i| {
+                gossip_view(&s, i).is_ok_and(|v| v.get("backend").is_some_and(|e| e.len() == 2))
+            }))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let before = task_ips(&s, "web").unwrap();
+    s.shoal_ok(0, &["service", "scale", "--detach", "web=1"]);
+    time_until(
+        Duration::from_secs(10),
+        "one endpoint left in every view",
+        || {
+            (0..2).all(|i| {
+                gossip_view(&s, i).is_ok_and(|v| v.get("backend").is_some_and(|e| e.len() == 1))
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let left = gossip_view(&s, 0).unwrap()["backend"].clone();
+    let (gone, _) = before
+        .iter()
+        .find(|(_, ip)| !left.contains(ip))
+        .expect("the removed task");
+    assert!(
+        pid_of(gone).is_ok(),
+        "{gone} left the rotation only after it stopped"
+    );
+    // And it does stop, after the grace.
+    time_until(Duration::from_secs(20), "the removed task to stop", || {
+        pid_of(gone).is_err()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+}

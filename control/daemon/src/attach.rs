@@ -587,6 +587,31 @@ impl NetworkAttacher for DataPlaneAttacher {
         }
     }
 
+    fn drain(&self, task: &AssignedTask) {
+        let n = &self.node;
+        // Marked in the kept records too, so a gossip restart publishes them
+        // disabled. One lock at a time (publish takes them in this order).
+        let endpoints: Vec<(String, String)> = {
+            let mut records = n.records.lock().expect("records lock");
+            let Some(mine) = records.get_mut(&task.id) else {
+                return;
+            };
+            mine.iter_mut()
+                .map(|(net, r)| {
+                    r.disabled = true;
+                    (net.clone(), r.task_id.clone())
+                })
+                .collect()
+        };
+        if let Some(g) = n.gossip.lock().expect("gossip lock").as_ref() {
+            for (net, id) in endpoints {
+                if let Err(e) = g.handle.set_disabled(&net, &id, true) {
+                    tracing::warn!(task = %task.name, error = %e, "cannot take the task out of rotation");
+                }
+            }
+        }
+    }
+
     fn ready(&self, networks: &[NetworkAssignment]) -> bool {
         let Some(dp) = self.node.current() else {
             return networks.is_empty();

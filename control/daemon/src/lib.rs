@@ -61,6 +61,15 @@ struct Args {
     /// `ip[:port]` (at most 3; default: the nameservers of /etc/resolv.conf).
     #[arg(long, value_name = "ADDRS", env = "SHOAL_DNS_UPSTREAMS")]
     dns_upstreams: Option<String>,
+    /// Milliseconds a task stays out of the routing mesh and DNS before it
+    /// is stopped (SIGTERM).
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 500,
+        env = "SHOAL_DRAIN_GRACE_MS"
+    )]
+    drain_grace_ms: u64,
     /// TTL in seconds of the embedded DNS's answers about the swarm.
     #[arg(
         long,
@@ -143,6 +152,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .context("cannot start the task runtime")?,
         )),
         attacher: Some(attacher.clone()),
+        drain_grace: std::time::Duration::from_millis(args.drain_grace_ms),
     }));
     // Two threads: the manager's Raft, its API and the local API must not
     // wait behind one another.

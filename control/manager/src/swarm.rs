@@ -74,6 +74,10 @@ pub struct SwarmConfig {
     /// Attaches tasks to overlay networks (`None`: tasks with networks fail
     /// to start, saying so).
     pub attacher: Option<Arc<dyn crate::worker::NetworkAttacher>>,
+    /// How long a task stays out of the rotation (load balancers, DNS)
+    /// before it is sent SIGTERM, so that connections in flight finish
+    /// and no new one picks it.
+    pub drain_grace: Duration,
 }
 
 impl std::fmt::Debug for SwarmConfig {
@@ -86,6 +90,7 @@ impl std::fmt::Debug for SwarmConfig {
             .field("min_cert_secs", &self.min_cert_secs)
             .field("runtime", &self.runtime.is_some())
             .field("attacher", &self.attacher.is_some())
+            .field("drain_grace", &self.drain_grace)
             .finish()
     }
 }

@@ -89,6 +89,11 @@ pub trait NetworkAttacher: Send + Sync + 'static {
     ) -> Result<(), String>;
     /// Undoes [`attach`](Self::attach), as far as it went.
     fn detach(&self, task: &AssignedTask);
+    /// Takes `task` out of rotation (load balancers and DNS) ahead of its
+    /// stop; [`detach`](Self::detach) removes it for good.
+    fn drain(&self, task: &AssignedTask) {
+        let _ = task;
+    }
     /// Whether tasks can be attached to `networks` now (the data plane has
     /// them; an encrypted one waits for the cluster's keys).
     fn ready(&self, networks: &[NetworkAssignment]) -> bool {
@@ -502,9 +507,19 @@ impl Worker {
             return;
         };
         l.stopping = true;
+        // Out of the rotation first, so that no new connection or lookup
+        // picks it while it shuts down.
+        let drain = match self.shared.config.attacher.clone() {
+            Some(attacher) => {
+                attacher.drain(&l.task);
+                self.shared.config.drain_grace
+            }
+            None => Duration::ZERO,
+        };
         let runtime = self.runtime.clone();
         let id = id.to_string();
         self.stops.spawn_blocking(move || {
+            std::thread::sleep(drain);
             let exit = runtime.stop(&id, STOP_GRACE).ok();
             (id, exit)
         });
