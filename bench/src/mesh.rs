@@ -261,20 +261,27 @@ impl Lab {
         let token = lab.shoal(0, &["swarm", "join-token", "-q", "worker"])?;
         lab.shoal(
             1,
-            &["swarm", "join", "--token", token.trim(), &format!("{a1}:2377")],
+            &[
+                "swarm",
+                "join",
+                "--token",
+                token.trim(),
+                &format!("{a1}:2377"),
+            ],
         )?;
         Ok(lab)
     }
 
-    /// node2's log lines, for an error message.
+    /// The last lines of the daemons' and HAProxy's logs, for an error
+    /// message.
     fn logs(&self) -> String {
-        (1..=2)
-            .map(|i| {
-                let text = std::fs::read_to_string(self.dir.join(format!("node{i}.log")))
-                    .unwrap_or_default();
+        ["node1.log", "node2.log", "haproxy.log"]
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("--- node{i} ---\n{}\n", tail.join("\n"))
+                format!("--- {f} ---\n{}\n", tail.join("\n"))
             })
             .collect()
     }
@@ -299,12 +306,16 @@ impl Lab {
         ];
         args.extend_from_slice(command);
         self.shoal(0, &args)?;
-        wait_for(Duration::from_secs(60), &format!("{name}'s task running"), || {
-            Ok(self
-                .shoal(0, &["service", "ps", name])?
-                .to_lowercase()
-                .contains("running"))
-        })
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{name}'s task running"),
+            || {
+                Ok(self
+                    .shoal(0, &["service", "ps", name])?
+                    .to_lowercase()
+                    .contains("running"))
+            },
+        )
         .with_context(|| self.logs())
     }
 
@@ -327,12 +338,15 @@ impl Lab {
     }
 
     /// HAProxy in node1's namespace: node1:6000 and :6001 to node2's plain
-    /// servers, tcp mode, two threads (one per core of the machine).
+    /// servers, tcp mode, two threads (one per core of the machine). maxconn
+    /// is far above the load's concurrency but low enough that the two
+    /// descriptors per connection fit under a 20 000 hard limit: HAProxy
+    /// refuses to start when it cannot raise its limit to fit maxconn.
     fn haproxy(&mut self) -> Result<()> {
         let (n1, n2) = (self.addr(0), self.addr(1));
         let cfg = format!(
-            "global\n  maxconn 20000\n  nbthread 2\n\n\
-             defaults\n  mode tcp\n  maxconn 20000\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\n\
+            "global\n  maxconn 8000\n  nbthread 2\n\n\
+             defaults\n  mode tcp\n  maxconn 8000\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\n\
              frontend http_in\n  bind {n1}:{HAPROXY_HTTP}\n  default_backend http_direct\n\
              backend http_direct\n  server node2 {n2}:{DIRECT_HTTP}\n\n\
              frontend iperf_in\n  bind {n1}:{HAPROXY_IPERF}\n  default_backend iperf_direct\n\
@@ -353,12 +367,13 @@ impl Lab {
                 String::from_utf8_lossy(&check.stderr)
             );
         }
+        let log = std::fs::File::create(self.dir.join("haproxy.log"))?;
         let mut cmd = self.node(0).command("haproxy");
         cmd.arg("-f")
             .arg(&path)
             .arg("-db")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log);
         self.haproxy = Some(self.node(0).spawn(cmd)?);
         Ok(())
     }
@@ -440,7 +455,8 @@ pub fn hammer(ns: &Namespace, to: SocketAddr, concurrency: u32, seconds: u32) ->
                                 Ok(()) => {
                                     load.ok += 1;
                                     let us = t.elapsed().as_micros();
-                                    load.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                                    load.latencies_us
+                                        .push(u32::try_from(us).unwrap_or(u32::MAX));
                                 }
                                 Err(e) => {
                                     load.errors += 1;
@@ -555,9 +571,8 @@ fn measure(
         hammer(lab.client(), SocketAddr::V4(http), s.concurrency, s.seconds)
     })?;
     eprintln!("measuring {path}: iperf3 to {iperf_to} ...");
-    let ([p_cpu_tput, _], (gbps, bytes)) = with_cpu([proxy, node2], || {
-        iperf(lab.client(), iperf_to, s.seconds)
-    })?;
+    let ([p_cpu_tput, _], (gbps, bytes)) =
+        with_cpu([proxy, node2], || iperf(lab.client(), iperf_to, s.seconds))?;
     let per_10k = |cpu: f64| {
         if load.ok > 0 {
             cpu / (load.ok as f64 / 10_000.0)
@@ -609,22 +624,35 @@ pub fn run(s: &Settings) -> Result<Report> {
         ("haproxy", at(n1, HAPROXY_HTTP), at(n1, HAPROXY_IPERF)),
         ("mesh", at(n1, MESH_HTTP), at(n1, MESH_IPERF)),
     ] {
-        wait_for(Duration::from_secs(30), &format!("{what} to answer HTTP"), || {
-            let mut buf = [0u8; 4096];
-            client.run(|| one_request(SocketAddr::V4(http), &mut buf))??;
-            Ok(true)
-        })
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{what} to answer HTTP"),
+            || {
+                let mut buf = [0u8; 4096];
+                client.run(|| one_request(SocketAddr::V4(http), &mut buf))??;
+                Ok(true)
+            },
+        )
         .with_context(|| lab.logs())?;
-        wait_for(Duration::from_secs(30), &format!("{what} to answer iperf3"), || {
-            iperf(&client, iperf_to, 1).map(|_| true)
-        })
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{what} to answer iperf3"),
+            || iperf(&client, iperf_to, 1).map(|_| true),
+        )
         .with_context(|| lab.logs())?;
     }
 
     let haproxy_pid = lab.haproxy.as_ref().map_or(0, ManagedChild::id);
     let node1_pid = lab.daemons[0].id();
     let rows = vec![
-        measure(&lab, "direct", at(n2, DIRECT_HTTP), at(n2, DIRECT_IPERF), 0, s)?,
+        measure(
+            &lab,
+            "direct",
+            at(n2, DIRECT_HTTP),
+            at(n2, DIRECT_IPERF),
+            0,
+            s,
+        )?,
         measure(
             &lab,
             "haproxy",
@@ -660,7 +688,15 @@ pub fn run(s: &Settings) -> Result<Report> {
 pub fn render(r: &Report) -> String {
     let mut out = format!(
         "{:<8} {:>10} {:>8} {:>9} {:>9} {:>11} {:>11} {:>9} {:>10}\n",
-        "PATH", "CONN/S", "ERRORS", "p50 ms", "p99 ms", "PROXY s/10k", "NODE2 s/10k", "GBIT/S", "PROXY s/GB"
+        "PATH",
+        "CONN/S",
+        "ERRORS",
+        "p50 ms",
+        "p99 ms",
+        "PROXY s/10k",
+        "NODE2 s/10k",
+        "GBIT/S",
+        "PROXY s/GB"
     );
     for row in &r.rows {
         out += &format!(
