@@ -4,6 +4,7 @@
 
 pub mod chart;
 pub mod dns;
+pub mod mesh;
 pub mod overlay;
 pub mod peers;
 pub mod raft;

@@ -5,11 +5,13 @@
 //! plain and encrypted. The binary doubles as `shoald` (`shoal-bench shoald ...`)
 //! so the daemon measured is always the one built with it. `shoal-bench dns`
 //! measures the embedded DNS server against dnsmasq with dnsperf.
+//! `shoal-bench mesh` measures the routing mesh against a direct connection
+//! and HAProxy (new connections per second and iperf3 throughput).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shoal_bench::{dns, overlay, raft};
+use shoal_bench::{dns, mesh, overlay, raft};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -122,9 +124,41 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("mesh") => {
+            let mut settings = mesh::Settings::default();
+            let mut rest = args[2..].iter();
+            while let Some(a) = rest.next() {
+                let v = rest.next().and_then(|v| v.parse::<u32>().ok());
+                match (a.as_str(), v) {
+                    ("--seconds", Some(v)) if (1..=60).contains(&v) => settings.seconds = v,
+                    ("--concurrency", Some(v)) if (1..=1024).contains(&v) => {
+                        settings.concurrency = v
+                    }
+                    _ => {
+                        eprintln!("shoal-bench mesh: unknown or invalid option {a:?} (use --seconds 1..=60, --concurrency 1..=1024)");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            match mesh::run(&settings) {
+                Ok(report) => {
+                    print!("{}", mesh::render(&report));
+                    if let Err(e) = mesh::write_files(&report, &settings.out_dir) {
+                        eprintln!("shoal-bench: cannot write results: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                    eprintln!("results in {}/mesh.json", settings.out_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shoal-bench mesh: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
             eprintln!(
-                "usage: shoal-bench overlay [--seconds N] [--pings N] [--workers N] [--no-peers]\n       shoal-bench raft [--writes N] [--clients 1,16] [--no-etcd]\n       shoal-bench dns [--seconds N] [--clients N] [--services N] [--tasks N]"
+                "usage: shoal-bench overlay [--seconds N] [--pings N] [--workers N] [--no-peers]\n       shoal-bench raft [--writes N] [--clients 1,16] [--no-etcd]\n       shoal-bench dns [--seconds N] [--clients N] [--services N] [--tasks N]\n       shoal-bench mesh [--seconds N] [--concurrency N]"
             );
             ExitCode::FAILURE
         }
