@@ -15,19 +15,7 @@ use crate::Swarm;
 /// One HTTP GET to `addr` from inside the client namespace; the `Task:`
 /// line of the answer (`shoal whoami`).
 fn get_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
-    let body = s
-        .topo
-        .client(0)
-        .ns()
-        .run(move || -> Result<String> {
-            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-            c.set_read_timeout(Some(Duration::from_secs(5)))?;
-            c.write_all(b"GET / HTTP/1.0\r\nHost: mesh\r\n\r\n")?;
-            let mut out = String::new();
-            c.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .context("enter the client namespace")??;
+    let body = raw_get_from_client(s, addr)?;
     body.lines()
         .find_map(|l| l.strip_prefix("Task: "))
         .map(str::to_string)
