@@ -475,14 +475,19 @@ pub fn key_ring(keys: &[ClusterKey], now: u64) -> Result<KeyRing, String> {
         .iter()
         .map(|k| NetworkKey::from_hex(k.id, &k.secret).map_err(|e| format!("key {}: {e}", k.id)))
         .collect::<Result<_, _>>()?;
-    let tx = keys
-        .iter()
+    let tx = sending_key(keys, now).ok_or("the cluster has no network key yet")?;
+    KeyRing::new(ring, tx).map_err(|e| e.to_string())
+}
+
+/// The id of the key to send with among `keys` (oldest first): the newest
+/// that has settled ([`KEY_SETTLE_SECS`]), or the only one of a new swarm.
+/// Network and gossip keys follow the same rule.
+pub fn sending_key(keys: &[ClusterKey], now: u64) -> Option<u8> {
+    keys.iter()
         .rev()
         .find(|k| k.created_at + KEY_SETTLE_SECS <= now)
         .or(keys.first())
-        .ok_or("the cluster has no network key yet")?
-        .id;
-    KeyRing::new(ring, tx).map_err(|e| e.to_string())
+        .map(|k| k.id)
 }
 
 fn now_secs() -> u64 {
@@ -512,6 +517,8 @@ impl NetworkAttacher for DataPlaneAttacher {
         if !networks.is_empty() || n.current().is_some() {
             let dp = n.data_plane(node.addr)?;
             let mut added = false;
+            // One copy of the tables for the whole sync.
+            let known: BTreeSet<String> = dp.networks().into_iter().map(|(s, _)| s.name).collect();
             for a in networks {
                 let encryption = if a.encrypted {
                     match key_ring(&node.network_keys, now_secs()) {
@@ -529,7 +536,6 @@ impl NetworkAttacher for DataPlaneAttacher {
                 } else {
                     None
                 };
-                let known = dp.networks().iter().any(|(s, _)| s.name == a.id);
                 let config = NetworkConfig {
                     name: a.id.clone(),
                     vni: shoal_overlay::vxlan::Vni::new(a.vni).map_err(|e| e.to_string())?,
@@ -540,20 +546,18 @@ impl NetworkAttacher for DataPlaneAttacher {
                 };
                 // Idempotent: for a known network it only refreshes the keys.
                 match dp.add_network(config) {
-                    Ok(()) => added |= !known,
+                    Ok(()) => added |= !known.contains(&a.id),
                     Err(e) => errors.push(format!("network {}: {e}", a.name)),
                 }
             }
-            for (spec, _) in dp.networks() {
-                if !wanted.contains(spec.name.as_str()) {
-                    match dp.remove_network(&spec.name) {
-                        Ok(_) => {
-                            n.remotes.lock().expect("remotes lock").remove(&spec.name);
-                        }
-                        // Its last task is still on its way out; next time.
-                        Err(DataPlaneError::NetworkInUse { .. }) => {}
-                        Err(e) => errors.push(format!("network {}: {e}", spec.name)),
+            for name in known.iter().filter(|k| !wanted.contains(k.as_str())) {
+                match dp.remove_network(name) {
+                    Ok(_) => {
+                        n.remotes.lock().expect("remotes lock").remove(name);
                     }
+                    // Its last task is still on its way out; next time.
+                    Err(DataPlaneError::NetworkInUse { .. }) => {}
+                    Err(e) => errors.push(format!("network {name}: {e}")),
                 }
             }
             if added {

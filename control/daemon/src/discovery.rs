@@ -164,13 +164,7 @@ pub fn gossip_keys(keys: &[ClusterKey], now: u64) -> Result<(GossipKeys, u8), St
                 .map_err(|e| format!("gossip key {}: {e}", k.id))
         })
         .collect::<Result<GossipKeys, _>>()?;
-    let tx = keys
-        .iter()
-        .rev()
-        .find(|k| k.created_at + crate::attach::KEY_SETTLE_SECS <= now)
-        .or(keys.first())
-        .ok_or("the cluster has no gossip key yet")?
-        .id;
+    let tx = crate::attach::sending_key(keys, now).ok_or("the cluster has no gossip key yet")?;
     Ok((ring, tx))
 }
 
