@@ -18,7 +18,7 @@ use crate::Swarm;
 
 /// The available endpoints node `i` knows through gossip: network name ->
 /// addresses.
-fn gossip_view(s: &Swarm, i: usize) -> Result<BTreeMap<String, BTreeSet<Ipv4Addr>>> {
+pub(crate) fn gossip_view(s: &Swarm, i: usize) -> Result<BTreeMap<String, BTreeSet<Ipv4Addr>>> {
     let (code, body) = http(&s.sock(i), "GET", "/v1/discovery", None)?;
     if code != 200 {
         bail!("node {i}: GET /v1/discovery: HTTP {code}: {body}");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::discovery::gossip_view;
 use crate::tasks::running;
 use crate::Swarm;
 
@@ -66,6 +67,24 @@ fn a_published_port_answers_on_every_node_and_spreads_over_the_tasks() {
         Ok(true)
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    // Spread is measured once every node's mesh knows both tasks (a port
+    // answers as soon as its node knows one): on the ingress network, the
+    // 2 tasks and the 3 nodes' ingress sandboxes.
+    let known = std::time::Instant::now();
+    s.wait_for(
+        Duration::from_secs(20),
+        "both tasks in every node's view",
+        || {
+            Ok((0..3).all(|i| {
+                gossip_view(&s, i).is_ok_and(|v| v.get("ingress").is_some_and(|ips| ips.len() == 5))
+            }))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    println!(
+        "every node knew both tasks {:.2} s after port 5000 answered everywhere",
+        known.elapsed().as_secs_f64()
+    );
 
     let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_node_task: BTreeMap<(usize, String), usize> = BTreeMap::new();
