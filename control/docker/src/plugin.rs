@@ -1,0 +1,1 @@
+//! The libnetwork remote driver protocol (to be written).
