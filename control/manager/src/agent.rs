@@ -57,11 +57,14 @@ async fn beat(shared: &Arc<Shared>, first: &mut usize) -> Result<HeartbeatReply,
     let node = shared.node.read().await.clone().ok_or("not in a swarm")?;
     let client = shared.client.read().await.clone().ok_or("no identity")?;
     let n = node.managers.len();
+    let body = crate::server::HeartbeatBody {
+        engine: shared.config.engine.clone(),
+    };
     let mut last_err = String::from("no manager known");
     for i in 0..n {
         let at = (*first + i) % n;
         match client
-            .post::<_, HeartbeatReply>(node.managers[at], "/v1/heartbeat", &())
+            .post::<_, HeartbeatReply>(node.managers[at], "/v1/heartbeat", &body)
             .await
         {
             Ok(r) => {

@@ -36,6 +36,9 @@ pub struct AssignedTask {
     pub desired_state: TaskState,
     /// What the managers last heard it is.
     pub state: TaskState,
+    /// The image its container runs (`--image`); `None`: a process.
+    #[serde(default)]
+    pub image: Option<String>,
     /// The command and its arguments.
     pub command: Vec<String>,
     /// `K=V` pairs, placeholders not yet expanded.
@@ -123,6 +126,10 @@ pub struct Assignments {
     /// The routing mesh, when a service publishes ports through it.
     #[serde(default)]
     pub ingress: Option<IngressAssignment>,
+    /// The attachable networks, for a node with a container engine: they
+    /// become Docker networks that `docker run --network NET` can use.
+    #[serde(default)]
+    pub attachable: Vec<NetworkAssignment>,
 }
 
 /// The assignments of `node` in `state`.
@@ -148,6 +155,7 @@ pub fn assignments(state: &ClusterState, node: &str) -> Assignments {
             slot: task.slot,
             desired_state: task.desired_state,
             state: task.status.state,
+            image: service.spec.image.clone(),
             command: service.spec.command.clone(),
             env: service.spec.env.clone(),
             networks: task.networks.clone(),
@@ -161,6 +169,21 @@ pub fn assignments(state: &ClusterState, node: &str) -> Assignments {
     if let Some(i) = &ingress {
         wanted_networks.insert(i.network.id.as_str());
     }
+    // Networks with containers attached here stay in the data plane.
+    wanted_networks.extend(
+        state
+            .attachments
+            .values()
+            .filter(|a| a.node_id == node)
+            .map(|a| a.network_id.as_str()),
+    );
+    let has_engine = state.nodes.get(node).is_some_and(|n| n.engine.is_some());
+    let attachable = state
+        .networks
+        .values()
+        .filter(|n| has_engine && n.attachable && !n.ingress)
+        .map(NetworkAssignment::of)
+        .collect();
     let networks = wanted_networks
         .into_iter()
         .filter_map(|id| state.networks.get(id))
@@ -170,6 +193,7 @@ pub fn assignments(state: &ClusterState, node: &str) -> Assignments {
         tasks,
         networks,
         ingress,
+        attachable,
     }
 }
 

@@ -100,6 +100,8 @@ async fn op(
         | Op::Leave { .. }
         | Op::Assignments { .. }
         | Op::ReportTasks { .. }
+        | Op::Attach { .. }
+        | Op::Detach { .. }
         | Op::PushLogs { .. } => Err(ApiError(OpError::Invalid(
             "this op is for nodes talking to managers, not for the CLI".into(),
         ))),

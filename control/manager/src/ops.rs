@@ -137,6 +137,9 @@ pub enum Op {
     Heartbeat {
         /// The node.
         node_id: String,
+        /// The container engine it runs image tasks with.
+        #[serde(default)]
+        engine: Option<String>,
     },
     /// A manager leaving with `swarm leave --force` asks to be taken out of
     /// the Raft group and marked as left (only for itself: the forwarding
@@ -156,6 +159,23 @@ pub enum Op {
         node_id: String,
         /// The reports.
         updates: Vec<TaskUpdate>,
+    },
+    /// A node attaches a container to an attachable network (the node from
+    /// its certificate); the reply is the container's address.
+    Attach {
+        /// The node.
+        node_id: String,
+        /// The node's id for the container's endpoint.
+        id: String,
+        /// The network's id.
+        network: String,
+    },
+    /// A node detaches a container.
+    Detach {
+        /// The node.
+        node_id: String,
+        /// The node's id for the container's endpoint.
+        id: String,
     },
     /// A node's agent hands over what its tasks wrote.
     PushLogs {
@@ -193,6 +213,9 @@ pub struct JoinRequest {
     pub addr: IpAddr,
     /// Where its manager API will listen, if it joins as a manager.
     pub listen: SocketAddr,
+    /// The container engine it runs image tasks with.
+    #[serde(default)]
+    pub engine: Option<String>,
 }
 
 /// The answer to a join.
@@ -278,6 +301,8 @@ pub enum OpReply {
     Logs(Vec<ServiceLogLine>),
     /// Done, nothing to say.
     Done,
+    /// A container's address on an attachable network.
+    Attached(AttachReply),
 }
 
 /// Why an op failed; the message is what the user sees.
@@ -322,4 +347,15 @@ impl OpError {
             _ => OpError::Unavailable(message),
         }
     }
+}
+
+/// The answer to [`Op::Attach`]: the container's address and its network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachReply {
+    /// The address.
+    pub ip: std::net::Ipv4Addr,
+    /// The network's prefix length.
+    pub prefix_len: u8,
+    /// The network's gateway.
+    pub gateway: std::net::Ipv4Addr,
 }

@@ -52,6 +52,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/renew", post(renew))
         .route("/v1/assignments", post(assignments))
         .route("/v1/task-status", post(task_status))
+        .route("/v1/attach", post(attach))
+        .route("/v1/detach", post(detach))
         .route(
             "/v1/logs",
             post(push_logs).layer(DefaultBodyLimit::max(LOG_BATCH_LIMIT)),
@@ -131,14 +133,25 @@ async fn join(
 
 type OpReplyJoined = crate::ops::JoinReply;
 
+/// A heartbeat's body: what the node reports about itself (older agents
+/// send `null`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct HeartbeatBody {
+    /// The container engine it runs image tasks with.
+    #[serde(default)]
+    pub engine: Option<String>,
+}
+
 async fn heartbeat(
     State(shared): State<AppState>,
     Extension(peer): Extension<PeerCerts>,
+    Json(body): Json<Option<HeartbeatBody>>,
 ) -> Result<Json<crate::ops::HeartbeatReply>, ApiError> {
     let id = caller(&shared, &peer).await?;
     match shared
         .run_op(Op::Heartbeat {
             node_id: id.node_id,
+            engine: body.unwrap_or_default().engine,
         })
         .await?
     {
@@ -205,6 +218,50 @@ async fn task_status(
         .run_op(Op::ReportTasks {
             node_id: id.node_id,
             updates: body.updates,
+        })
+        .await?;
+    Ok(Json(()))
+}
+
+/// The body of `POST /v1/attach` and `POST /v1/detach`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct AttachBody {
+    /// The node's id for the container's endpoint.
+    pub(crate) id: String,
+    /// The network's id (attach only).
+    #[serde(default)]
+    pub(crate) network: String,
+}
+
+async fn attach(
+    State(shared): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+    Json(body): Json<AttachBody>,
+) -> Result<Json<crate::ops::AttachReply>, ApiError> {
+    let id = caller(&shared, &peer).await?;
+    match shared
+        .run_op(Op::Attach {
+            node_id: id.node_id,
+            id: body.id,
+            network: body.network,
+        })
+        .await?
+    {
+        OpReply::Attached(r) => Ok(Json(r)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn detach(
+    State(shared): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+    Json(body): Json<AttachBody>,
+) -> Result<Json<()>, ApiError> {
+    let id = caller(&shared, &peer).await?;
+    shared
+        .run_op(Op::Detach {
+            node_id: id.node_id,
+            id: body.id,
         })
         .await?;
     Ok(Json(()))

@@ -19,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub mod attachment;
 pub mod constraint;
 pub mod network;
 pub mod orchestrator;
@@ -28,6 +29,7 @@ pub mod service;
 pub mod task;
 pub mod update;
 
+pub use attachment::{attachment_key, Attachment};
 pub use network::{
     AddressPool, Network, NetworkDriver, NetworkSpec, PoolError, FIRST_VNI, INGRESS_NAME, MAX_VNI,
 };
@@ -156,6 +158,11 @@ pub struct Node {
     /// to tasks leave from it (Docker's ingress sandbox). Given in `apply`.
     #[serde(default)]
     pub ingress_ip: Option<std::net::Ipv4Addr>,
+    /// The container engine it runs tasks of `--image` services with
+    /// (`Docker 20.10.24`), as its agent last reported; `None`: processes
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// A network or gossip key.
@@ -398,6 +405,35 @@ pub enum Command {
         #[serde(default)]
         at: Timestamp,
     },
+    /// A node's agent reports the container engine it runs image tasks
+    /// with (only when it changed).
+    SetEngine {
+        /// The node (from its certificate).
+        id: NodeId,
+        /// `Docker 20.10.24`, or `None` for none.
+        engine: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
+    /// A node attaches a container to an attachable network (`docker run
+    /// --network NET`); the address is given in `apply`.
+    Attach {
+        /// The node's id for it (the Docker endpoint id).
+        id: String,
+        /// The network's id.
+        network: String,
+        /// The node (from its certificate).
+        node: NodeId,
+        /// When.
+        at: Timestamp,
+    },
+    /// A node detaches a container; detaching one that is gone succeeds.
+    Detach {
+        /// The node's id for it.
+        id: String,
+        /// The node (from its certificate).
+        node: NodeId,
+    },
     /// A node's agent reports what its tasks are doing.
     UpdateTaskStatus {
         /// The reporting node (from its certificate).
@@ -508,6 +544,9 @@ pub enum Refusal {
         /// The network that has it.
         network: String,
     },
+    /// A network attachment that cannot be made.
+    #[error("{0}")]
+    BadAttachment(String),
     /// A second ingress network.
     #[error("an ingress network ({0}) already exists; a swarm has at most one")]
     IngressExists(String),
@@ -647,6 +686,10 @@ pub struct ClusterState {
     /// Every task of every service, live or kept as history, by id.
     #[serde(default)]
     pub tasks: BTreeMap<TaskId, Task>,
+    /// Containers attached to attachable networks outside services, by
+    /// [`attachment_key`].
+    #[serde(default)]
+    pub attachments: BTreeMap<String, Attachment>,
 }
 
 fn valid_label_key(k: &str) -> bool {
@@ -812,6 +855,7 @@ impl ClusterState {
                     return Err(Refusal::NotDown(id.clone()));
                 }
                 self.nodes.remove(id);
+                self.attachments.retain(|_, a| &a.node_id != id);
             }
             Command::Leave { id, at } => {
                 let current = self
@@ -828,6 +872,23 @@ impl ClusterState {
                 node.status_message = "node left the swarm".into();
                 node.updated_at = *at;
                 node.version += 1;
+            }
+            Command::SetEngine { id, engine, at } => {
+                let node = self.node_mut(id)?;
+                if node.engine != *engine {
+                    node.engine = engine.clone();
+                    node.updated_at = *at;
+                    node.version += 1;
+                }
+            }
+            Command::Attach {
+                id,
+                network,
+                node,
+                at,
+            } => self.attach(id, network, node, *at)?,
+            Command::Detach { id, node } => {
+                self.attachments.remove(&attachment_key(node, id));
             }
             Command::SetStatus {
                 id,
@@ -895,7 +956,13 @@ impl ClusterState {
                     .networks
                     .get(id)
                     .ok_or_else(|| Refusal::NoSuchNetwork(id.clone()))?;
-                let services = self.network_users(id);
+                let mut services = self.network_users(id);
+                if !network.ingress {
+                    services.extend(
+                        self.network_attachments(id)
+                            .map(|a| format!("(container attachment on node {})", a.node_id)),
+                    );
+                }
                 if !services.is_empty() {
                     return Err(if network.ingress {
                         Refusal::IngressInUse { services }

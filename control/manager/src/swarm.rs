@@ -78,6 +78,9 @@ pub struct SwarmConfig {
     /// before it is sent SIGTERM, so that connections in flight finish
     /// and no new one picks it.
     pub drain_grace: Duration,
+    /// The container engine this node runs `--image` tasks with, as the
+    /// managers should see it (`Docker 20.10.24`); `None`: processes only.
+    pub engine: Option<String>,
 }
 
 impl std::fmt::Debug for SwarmConfig {
@@ -91,6 +94,7 @@ impl std::fmt::Debug for SwarmConfig {
             .field("runtime", &self.runtime.is_some())
             .field("attacher", &self.attacher.is_some())
             .field("drain_grace", &self.drain_grace)
+            .field("engine", &self.engine)
             .finish()
     }
 }
@@ -493,6 +497,7 @@ impl Swarm {
             updated_at: now,
             version: 1,
             ingress_ip: None,
+            engine: self.shared.config.engine.clone(),
         };
         let file = NodeFile {
             node_id: node_id.clone(),
@@ -610,6 +615,7 @@ impl Swarm {
             hostname: self.shared.config.hostname.clone(),
             addr: opts.advertise_addr,
             listen,
+            engine: self.shared.config.engine.clone(),
         };
         let reply: JoinReply = match client.post(opts.remote, "/v1/join", &req).await {
             Ok(r) => r,
@@ -720,6 +726,57 @@ impl Swarm {
             Some(_) => {}
         }
         self.shared.run_op(op).await
+    }
+
+    /// Asks the managers for an address for container endpoint `id` on the
+    /// attachable network `network` (Docker's network attachment); asking
+    /// again for the same id gives the same address.
+    pub async fn attach_container(
+        &self,
+        network: &str,
+        id: &str,
+    ) -> Result<crate::ops::AttachReply, String> {
+        let body = crate::server::AttachBody {
+            id: id.to_string(),
+            network: network.to_string(),
+        };
+        self.post_managers("/v1/attach", &body).await
+    }
+
+    /// Frees container endpoint `id`'s address (see
+    /// [`attach_container`](Self::attach_container)).
+    pub async fn detach_container(&self, id: &str) -> Result<(), String> {
+        let body = crate::server::AttachBody {
+            id: id.to_string(),
+            network: String::new(),
+        };
+        self.post_managers("/v1/detach", &body).await
+    }
+
+    /// POSTs `body` to the managers in turn until one answers; a manager's
+    /// refusal is final (another would refuse too).
+    async fn post_managers<B, R>(&self, path: &str, body: &B) -> Result<R, String>
+    where
+        B: serde::Serialize + Sync,
+        R: serde::de::DeserializeOwned,
+    {
+        let node = self.shared.node.read().await.clone().ok_or(NOT_IN_SWARM)?;
+        let client = self
+            .shared
+            .client
+            .read()
+            .await
+            .clone()
+            .ok_or("no identity")?;
+        let mut last = String::from("no manager known");
+        for m in &node.managers {
+            match client.post::<B, R>(*m, path, body).await {
+                Ok(r) => return Ok(r),
+                Err(e @ crate::net::CallError::Refused { .. }) => return Err(e.to_string()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
     }
 
     /// Stops everything (daemon shutdown); the identity stays for a restart.
@@ -1110,10 +1167,12 @@ impl Shared {
             | Op::Tasks { .. } => self.execute_service(raft, op).await,
             Op::Assignments { .. }
             | Op::ReportTasks { .. }
+            | Op::Attach { .. }
+            | Op::Detach { .. }
             | Op::PushLogs { .. }
             | Op::Logs { .. } => self.execute_task(raft, op).await,
             Op::Join(req) => self.admit(raft, req).await,
-            Op::Heartbeat { node_id } => self.heartbeat(raft, node_id).await,
+            Op::Heartbeat { node_id, engine } => self.heartbeat(raft, node_id, engine).await,
             Op::Leave { node_id } => {
                 let (raft_id, _) =
                     read_linear(raft, |s| s.nodes.get(&node_id).map(|n| n.raft_id)).await?;
@@ -1206,6 +1265,7 @@ impl Shared {
             updated_at: now,
             version: 1,
             ingress_ip: None,
+            engine: req.engine,
         };
         refused(
             write(
@@ -1232,7 +1292,12 @@ impl Shared {
         })))
     }
 
-    async fn heartbeat(&self, raft: &Raft, node_id: String) -> Result<OpReply, OpError> {
+    async fn heartbeat(
+        &self,
+        raft: &Raft,
+        node_id: String,
+        engine: Option<String>,
+    ) -> Result<OpReply, OpError> {
         let node = raft.read(|s| s.nodes.get(&node_id).cloned());
         let node = node.ok_or_else(|| {
             OpError::Forbidden(format!(
@@ -1251,6 +1316,19 @@ impl Shared {
                         id: node_id.clone(),
                         status: NodeStatus::Ready,
                         message: String::new(),
+                        at: now_secs(),
+                    },
+                )
+                .await?,
+            )?;
+        }
+        if node.engine != engine {
+            refused(
+                write(
+                    raft,
+                    Command::SetEngine {
+                        id: node_id.clone(),
+                        engine,
                         at: now_secs(),
                     },
                 )

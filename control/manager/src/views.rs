@@ -514,6 +514,7 @@ mod tests {
             updated_at: 0,
             version: 1,
             ingress_ip: None,
+            engine: None,
         };
         NodeView::of(&node, Some(1))
     }

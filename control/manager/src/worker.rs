@@ -691,6 +691,7 @@ mod tests {
             slot: Some(1),
             desired_state: desired,
             state,
+            image: None,
             command: vec!["true".into()],
             env: vec![],
             networks: vec![],

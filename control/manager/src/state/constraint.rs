@@ -165,6 +165,7 @@ mod tests {
             updated_at: 0,
             version: 1,
             ingress_ip: None,
+            engine: None,
         }
     }
 

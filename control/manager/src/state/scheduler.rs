@@ -26,6 +26,7 @@ pub const PENDING: &str = "pending task scheduling";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Filter {
     Ready,
+    Engine,
     Constraints,
     HostPorts,
     MaxReplicas,
@@ -41,6 +42,7 @@ impl Filter {
         };
         match self {
             Filter::Ready => format!("{nodes} not available for new tasks"),
+            Filter::Engine => format!("no container engine for the image on {nodes}"),
             Filter::Constraints => format!("scheduling constraints not satisfied on {nodes}"),
             Filter::HostPorts => format!("host-mode port already in use on {nodes}"),
             Filter::MaxReplicas => "max replicas per node limit exceed".into(),
@@ -110,6 +112,9 @@ impl<'a> Scheduler<'a> {
     fn fails(&self, node: &Node, service: &Service) -> Option<Filter> {
         if node.status != NodeStatus::Ready || node.availability != Availability::Active {
             return Some(Filter::Ready);
+        }
+        if service.spec.image.is_some() && node.engine.is_none() {
+            return Some(Filter::Engine);
         }
         if !all_match(&service.spec.constraints, node) {
             return Some(Filter::Constraints);

@@ -431,7 +431,13 @@ pub struct ServiceSpec {
     /// Replicated or global.
     #[serde(default)]
     pub mode: ServiceMode,
-    /// The command and its arguments (there are no images: a task is a process).
+    /// `--image`: the tasks run as containers of this (local) image on
+    /// nodes with a Docker engine; without it a task is a process of the
+    /// node's filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The command and its arguments (for an image, empty means the
+    /// image's own entrypoint and command).
     pub command: Vec<String>,
     /// `--env K=V`.
     #[serde(default)]
@@ -873,8 +879,19 @@ impl ClusterState {
             return Err(Refusal::BadServiceName(spec.name.clone()));
         }
         let bad = |why: String| Err(Refusal::BadServiceSpec(why));
-        if spec.command.is_empty() || spec.command[0].is_empty() {
-            return bad("a service needs a command to run (after --)".into());
+        match &spec.image {
+            Some(image) => {
+                if let Err(why) = check_image(image) {
+                    return bad(why);
+                }
+                if spec.command.first().is_some_and(String::is_empty) {
+                    return bad("the command's first word is empty".into());
+                }
+            }
+            None if spec.command.is_empty() || spec.command[0].is_empty() => {
+                return bad("a service needs a command to run (after --) or an --image".into());
+            }
+            None => {}
         }
         if let Some(e) = spec
             .env
@@ -1167,4 +1184,28 @@ mod limit_tests {
         assert!(parse_memory("1m").unwrap_err().contains("minimum"));
         assert!(parse_memory("12x").is_err());
     }
+}
+
+/// Checks an `--image` reference: Docker's `[registry/]name[:tag][@digest]`
+/// characters, no spaces, at most 255 bytes. Whether the image exists is
+/// the node's business (shoal never pulls).
+pub fn check_image(image: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-/:@".contains(c);
+    if image.is_empty() {
+        return Err("invalid --image \"\": give an image name".into());
+    }
+    if image.len() > 255
+        || !image.chars().all(ok_char)
+        || image.starts_with(['-', '.', '/', ':', '@'])
+    {
+        return Err(format!(
+            "invalid --image {image:?}: use [registry/]name[:tag][@digest] (letters, digits, . _ - / : @)"
+        ));
+    }
+    if image.chars().any(|c| c.is_ascii_uppercase()) && !image.contains(['/', ':', '@']) {
+        return Err(format!(
+            "invalid --image {image:?}: repository names must be lowercase"
+        ));
+    }
+    Ok(())
 }

@@ -109,6 +109,7 @@ impl ClusterState {
             .chain(self.services.values().flat_map(|s| s.vips.iter()))
             .filter(|a| a.network_id == network.id)
             .map(|a| a.ip)
+            .chain(self.network_attachments(&network.id).map(|a| a.ip))
             .collect();
         if network.ingress {
             used.extend(self.nodes.values().filter_map(|n| n.ingress_ip));

@@ -17,6 +17,7 @@ fn node(id: &str, hostname: &str, role: Role) -> Node {
         updated_at: 100,
         version: 1,
         ingress_ip: None,
+        engine: None,
     }
 }
 

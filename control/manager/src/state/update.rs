@@ -72,6 +72,7 @@ pub struct UpdateStatus {
 /// be replaced.
 pub fn redeploys(old: &ServiceSpec, new: &ServiceSpec) -> bool {
     old.command != new.command
+        || old.image != new.image
         || old.env != new.env
         || old.networks != new.networks
         || old.ports != new.ports
@@ -124,6 +125,9 @@ pub struct ServiceChanges {
     /// `--args` / `-- COMMAND ARGS`: the whole new command.
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// `--image`: the new image (only for a service that has one).
+    #[serde(default)]
+    pub image: Option<String>,
     /// `--env-add K=V` (replaces K if set).
     #[serde(default)]
     pub env_add: Vec<String>,
@@ -195,6 +199,15 @@ pub fn apply_changes(spec: &ServiceSpec, changes: &ServiceChanges) -> Result<Ser
             return Err("the new command is empty".into());
         }
         new.command = command.clone();
+    }
+    if let Some(image) = &c.image {
+        if new.image.is_none() {
+            return Err(
+                "--image can only change the image of a service created with --image".into(),
+            );
+        }
+        super::service::check_image(image)?;
+        new.image = Some(image.clone());
     }
     for key in &c.env_rm {
         new.env

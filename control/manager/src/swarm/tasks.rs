@@ -42,6 +42,37 @@ impl Shared {
                 }
                 Ok(OpReply::Done)
             }
+            Op::Attach {
+                node_id,
+                id,
+                network,
+            } => {
+                let key = crate::state::attachment_key(&node_id, &id);
+                let cmd = Command::Attach {
+                    id,
+                    network: network.clone(),
+                    node: node_id,
+                    at: super::now_secs(),
+                };
+                refused(write(raft, cmd).await?)?;
+                let reply = raft.read(|s| {
+                    let a = s.attachments.get(&key)?;
+                    let n = s.networks.get(&a.network_id)?;
+                    Some(crate::ops::AttachReply {
+                        ip: a.ip,
+                        prefix_len: n.subnet.prefix_len(),
+                        gateway: n.gateway,
+                    })
+                });
+                let reply = reply.ok_or_else(|| {
+                    OpError::NotFound(format!("the attachment to network {network} is gone"))
+                })?;
+                Ok(OpReply::Attached(reply))
+            }
+            Op::Detach { node_id, id } => {
+                refused(write(raft, Command::Detach { id, node: node_id }).await?)?;
+                Ok(OpReply::Done)
+            }
             Op::PushLogs { node_id, lines } => {
                 // Each line goes to its task's service, if the task is this
                 // node's: a node cannot write into another's logs.

@@ -597,3 +597,190 @@ fn every_node_takes_part_in_the_routing_mesh_with_its_own_ingress_address() {
     }
     assert!(s.services["svc1"].vips.iter().all(|v| !ips.contains(&v.ip)));
 }
+
+#[test]
+fn image_tasks_go_only_to_nodes_with_an_engine_and_say_why_otherwise() {
+    let mut s = cluster();
+    let mut spec = web(2, vec![]);
+    spec.image = Some("shoal-test/busybox:latest".into());
+    spec.command = vec![];
+    service(&mut s, spec, "svc0000000000000000000000");
+    converge_at(&mut s, 300);
+    let pending: Vec<&Task> = s.tasks.values().collect();
+    assert_eq!(pending.len(), 2);
+    for t in &pending {
+        assert!(t.node_id.is_none(), "{t:?}");
+        assert!(
+            t.status
+                .err
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no container engine")
+                || t.status.message.contains("no container engine"),
+            "{:?}",
+            t.status
+        );
+    }
+    s.apply(&Command::SetEngine {
+        id: W2.into(),
+        engine: Some("Docker 20.10.24".into()),
+        at: 301,
+    })
+    .into_result()
+    .unwrap();
+    converge_at(&mut s, 302);
+    let placed: Vec<Option<&str>> = s
+        .tasks
+        .values()
+        .filter(|t| t.desired_state == TaskState::Running)
+        .map(|t| t.node_id.as_deref())
+        .collect();
+    assert_eq!(placed, vec![Some(W2), Some(W2)]);
+    let a = assignments(&s, W2);
+    assert!(a
+        .tasks
+        .iter()
+        .all(|t| t.image.as_deref() == Some("shoal-test/busybox:latest")));
+}
+
+#[test]
+fn bad_images_and_image_changes_are_checked() {
+    let mut s = cluster();
+    for bad in ["", "has space", "-x", "UPPER"] {
+        let mut spec = web(1, vec![]);
+        spec.image = Some(bad.into());
+        let err = s
+            .plan_service(&spec, "svc0000000000000000000000".into(), 200)
+            .and_then(|svc| {
+                s.apply(&Command::CreateService {
+                    service: Box::new(svc),
+                })
+                .into_result()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("--image"), "{bad:?}: {err}");
+    }
+    // A process service cannot gain an image by update; an image service
+    // with an empty command runs the image's own.
+    let spec = web(1, vec![]);
+    let changes = update::ServiceChanges {
+        image: Some("busybox".into()),
+        ..Default::default()
+    };
+    assert!(update::apply_changes(&spec, &changes)
+        .unwrap_err()
+        .contains("created with --image"));
+    let mut spec = web(1, vec![]);
+    spec.image = Some("busybox".into());
+    let new = update::apply_changes(&spec, &changes).unwrap();
+    assert!(!update::redeploys(&spec, &new));
+    let changes = update::ServiceChanges {
+        image: Some("busybox:2".into()),
+        ..Default::default()
+    };
+    let new = update::apply_changes(&spec, &changes).unwrap();
+    assert!(update::redeploys(&spec, &new));
+}
+
+#[test]
+fn attachments_take_free_addresses_only_on_attachable_networks_and_go_with_their_node() {
+    let mut s = cluster();
+    let plain = create(&mut s, &spec("plain")).unwrap();
+    let att = create(
+        &mut s,
+        &NetworkSpec {
+            attachable: true,
+            ..spec("att")
+        },
+    )
+    .unwrap();
+    let attach = |s: &mut ClusterState, id: &str, net: &str, node: &str| {
+        s.apply(&Command::Attach {
+            id: id.into(),
+            network: net.into(),
+            node: node.into(),
+            at: 400,
+        })
+        .into_result()
+    };
+    let err = attach(&mut s, "ep1", &plain.id, W1).unwrap_err();
+    assert!(err.to_string().contains("not manually attachable"), "{err}");
+    let err = attach(&mut s, "bad id", &att.id, W1).unwrap_err();
+    assert!(err.to_string().contains("invalid attachment id"), "{err}");
+    attach(&mut s, "ep1", &att.id, W1).unwrap();
+    attach(&mut s, "ep1", &att.id, W1).unwrap();
+    attach(&mut s, "ep1", &att.id, W2).unwrap();
+    let ips: Vec<Ipv4Addr> = s.network_attachments(&att.id).map(|a| a.ip).collect();
+    assert_eq!(ips.len(), 2, "one per node, the retry kept its address");
+    assert_ne!(ips[0], ips[1]);
+    assert!(!ips.contains(&att.gateway));
+    // A task on the network takes neither address.
+    service(
+        &mut s,
+        web(1, vec![att.id.clone()]),
+        "svc0000000000000000000000",
+    );
+    converge_at(&mut s, 401);
+    let task_ip = s.tasks.values().next().unwrap().networks[0].ip;
+    assert!(!ips.contains(&task_ip));
+    // The network is in use while attached; the node's assignments keep it.
+    assert!(assignments(&s, W1).networks.iter().any(|n| n.id == att.id));
+    s.apply(&Command::RemoveService {
+        id: "svc0000000000000000000000".into(),
+    })
+    .into_result()
+    .unwrap();
+    let err = s
+        .apply(&Command::RemoveNetwork { id: att.id.clone() })
+        .into_result()
+        .unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+    s.apply(&Command::Detach {
+        id: "ep1".into(),
+        node: W1.into(),
+    })
+    .into_result()
+    .unwrap();
+    s.apply(&Command::Detach {
+        id: "ep1".into(),
+        node: W1.into(),
+    })
+    .into_result()
+    .unwrap();
+    s.apply(&Command::RemoveNode {
+        id: W2.into(),
+        force: true,
+    })
+    .into_result()
+    .unwrap();
+    assert_eq!(s.network_attachments(&att.id).count(), 0);
+}
+
+#[test]
+fn only_nodes_with_an_engine_are_told_the_attachable_networks() {
+    let mut s = cluster();
+    let att = create(
+        &mut s,
+        &NetworkSpec {
+            attachable: true,
+            ..spec("att")
+        },
+    )
+    .unwrap();
+    assert!(assignments(&s, W1).attachable.is_empty());
+    s.apply(&Command::SetEngine {
+        id: W1.into(),
+        engine: Some("Docker 20.10.24".into()),
+        at: 500,
+    })
+    .into_result()
+    .unwrap();
+    let a = assignments(&s, W1);
+    assert_eq!(
+        a.attachable
+            .iter()
+            .map(|n| n.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![att.id.as_str()]
+    );
+}
