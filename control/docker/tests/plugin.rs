@@ -102,6 +102,12 @@ impl Backend for Recorder {
     }
 
     fn create_network(&self, request: &CreateNetworkRequest) -> Result<(), String> {
+        if request.options["com.docker.network.generic"]
+            .get("refuse")
+            .is_some()
+        {
+            return Err("test refusal: no network for you".to_owned());
+        }
         self.state().create_network = Some(request.clone());
         Ok(())
     }
@@ -166,6 +172,9 @@ impl Backend for Recorder {
         self.state().pool_requests.push(request.clone());
         if request.v6 {
             return Err("the test backend has no IPv6 pools".to_owned());
+        }
+        if request.options.contains_key("refuse") {
+            return Err("test refusal: no pool for you".to_owned());
         }
         Ok(RequestPoolResponse {
             pool_id: format!("pool-{}", self.octet),
@@ -444,9 +453,8 @@ impl Drop for DockerCleanup {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_drives_the_plugin() {
-    let pid = std::process::id();
+/// Fails (never skips) without a Docker engine; builds the test image.
+async fn need_docker() {
     if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]).await {
         panic!("this test needs a running Docker engine on /var/run/docker.sock: {e}");
     }
@@ -460,6 +468,78 @@ async fn docker_drives_the_plugin() {
         script.display(),
         String::from_utf8_lossy(&built.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_shows_the_plugin_errors() {
+    need_docker().await;
+    let pid = std::process::id();
+    let plugin = format!("shoaltest{pid}e");
+    let network = format!("shoaltest-e{pid}");
+    let recorder = Arc::new(Recorder::new(format!("shte{}", pid % 100_000), 7));
+    let socket = PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
+    let server = PluginServer::start(socket.clone(), recorder.clone())
+        .await
+        .expect("start the plugin");
+    let cleanup = DockerCleanup {
+        network: network.clone(),
+        container: format!("shoaltest-e{pid}-none"),
+        recorder: recorder.clone(),
+    };
+
+    // An IPAM error (libnetwork's IPAM client reads `Error` on a 200; we
+    // answer 500 + `Err`, which the plugin client reads for both drivers).
+    let ipam = docker(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipam-driver",
+        &plugin,
+        "--ipam-opt",
+        "refuse=1",
+        &network,
+    ])
+    .await
+    .expect_err("the pool was refused");
+    eprintln!("IPAM refusal: {ipam}");
+    assert!(ipam.contains("test refusal: no pool for you"), "{ipam}");
+
+    // A network driver error; Docker gives the pool back.
+    let driver = docker(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipam-driver",
+        &plugin,
+        "-o",
+        "refuse=1",
+        &network,
+    ])
+    .await
+    .expect_err("the network was refused");
+    eprintln!("network driver refusal: {driver}");
+    assert!(
+        driver.contains("test refusal: no network for you"),
+        "{driver}"
+    );
+    let calls = recorder.state().calls.clone();
+    eprintln!("calls: {calls:#?}");
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("/IpamDriver.ReleasePool"),
+        "Docker gives the pool back when CreateNetwork fails: {calls:#?}"
+    );
+
+    drop(cleanup);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_drives_the_plugin() {
+    need_docker().await;
+    let pid = std::process::id();
 
     let plugin = format!("shoaltest{pid}");
     let network = format!("shoaltest-n{pid}");

@@ -70,6 +70,12 @@
 //! `IpamDriver.ReleasePool`, and only then `NetworkDriver.DeleteNetwork`:
 //! the pool is gone before the network driver hears of it.
 //!
+//! **Errors**: an `Err` from `RequestPool` or `CreateNetwork` fails
+//! `docker network create` with `Error response from daemon:
+//! IpamDriver.RequestPool: <message>` (resp. `NetworkDriver.CreateNetwork:`);
+//! when CreateNetwork fails Docker gives back the gateway address and the
+//! pool (`ReleaseAddress`, `ReleasePool`).
+//!
 //! Swarm-scope calls (`AllocateNetwork`, `FreeNetwork`) are refused: shoal
 //! runs beside Docker, not as its swarm mode.
 
@@ -93,8 +99,9 @@ pub const ADDRESS_SPACE: &str = "shoal";
 ///
 /// Methods block (they may take locks, talk to the manager or run netlink);
 /// the server calls them on tokio's blocking pool. An `Err(message)` is
-/// answered as `{"Err": message}` and shown by the Docker CLI prefixed with
-/// `remote: `, so say what failed and what to do.
+/// answered as `{"Err": message}`; the Docker CLI shows it as `Error
+/// response from daemon: IpamDriver.RequestPool: <message>`, so say what
+/// failed and what to do.
 pub trait Backend: Send + Sync + 'static {
     /// Called with every request to a method this plugin serves, before it
     /// is handled (also for the ones answered without the backend, such as

@@ -54,7 +54,7 @@ pub struct ActivateResponse {
 /// An error answer: `{"Err": "message"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {
-    /// What went wrong; libnetwork shows it prefixed with `remote: `.
+    /// What went wrong; Docker shows it after the method's name.
     #[serde(rename = "Err", default)]
     pub err: String,
 }
