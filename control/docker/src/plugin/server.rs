@@ -53,6 +53,8 @@ impl PluginServer {
     /// is replaced; one that still answers is an `AddrInUse` error, and a
     /// file that is not a socket is an `AlreadyExists` error.
     pub async fn start(socket: PathBuf, backend: Arc<dyn Backend>) -> io::Result<PluginServer> {
+        // std::fs rather than tokio::fs: a mkdir, a stat and an unlink on
+        // a local directory, once at startup.
         if let Some(parent) = socket.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
