@@ -1,1 +1,0 @@
-//! The libnetwork remote driver protocol (to be written).
