@@ -73,8 +73,13 @@ pub struct CreateFlags {
     /// Return at once instead of showing progress until the tasks run.
     #[arg(long, short)]
     detach: bool,
-    /// The command and its arguments, after `--`.
-    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    /// Run the tasks as containers of this local image, on nodes whose
+    /// shoald runs with `--docker` (nothing is pulled).
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// The command and its arguments, after `--` (with --image: instead of
+    /// the image's own).
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
@@ -121,6 +126,9 @@ pub struct UpdateFlags {
     /// How many tasks.
     #[arg(long, value_name = "K")]
     replicas: Option<u64>,
+    /// The new image (services created with --image only).
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
     /// The new command and its arguments, as one string split on spaces
     /// (or give them after `--`).
     #[arg(long, value_name = "ARGS")]
@@ -171,6 +179,7 @@ impl UpdateFlags {
         Ok(ServiceChanges {
             replicas: self.replicas,
             command,
+            image: self.image.clone(),
             env_add: self.env_add.clone(),
             env_rm: self.env_rm.clone(),
             constraint_add: self.constraint_add.clone(),
@@ -228,12 +237,16 @@ impl CreateFlags {
                 "invalid --replicas-max-per-node 0: give at least 1, or leave it out for no limit"
             );
         }
+        if self.image.is_none() && self.command.is_empty() {
+            bail!("give the command to run after --, or an --image");
+        }
         let r = RestartPolicy::default();
         let u = UpdateConfig::default();
         let p = &self.policy;
         Ok(ServiceSpec {
             name: self.name,
             mode,
+            image: self.image,
             command: self.command,
             env: self.env,
             networks: self.networks,

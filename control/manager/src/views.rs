@@ -67,6 +67,9 @@ pub struct NodeView {
     pub updated_at: u64,
     /// Change counter.
     pub version: u64,
+    /// The container engine it runs `--image` tasks with.
+    #[serde(default)]
+    pub engine: Option<String>,
 }
 
 impl NodeView {
@@ -96,6 +99,7 @@ impl NodeView {
             created_at: node.created_at,
             updated_at: node.updated_at,
             version: node.version,
+            engine: node.engine.clone(),
         }
     }
 
@@ -116,6 +120,7 @@ impl NodeView {
             "Description": {
                 "Hostname": self.hostname,
                 "Platform": { "Architecture": std::env::consts::ARCH, "OS": std::env::consts::OS },
+                "Engine": { "EngineVersion": self.engine.as_deref().unwrap_or("") },
             },
             "Status": {
                 "State": self.status,
@@ -476,6 +481,7 @@ mod tests {
             created_at: 1_700_000_000,
             updated_at: 1_700_000_000,
             version: 4,
+            engine: None,
         };
         let v = view.docker_inspect();
         assert_eq!(v["ID"], "abc");

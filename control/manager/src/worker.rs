@@ -94,6 +94,11 @@ pub trait NetworkAttacher: Send + Sync + 'static {
     fn drain(&self, task: &AssignedTask) {
         let _ = task;
     }
+    /// The swarm's attachable networks, every round, for a node with a
+    /// container engine (`docker run --network NET` may use them).
+    fn attachable(&self, networks: &[NetworkAssignment]) {
+        let _ = networks;
+    }
     /// Whether tasks can be attached to `networks` now (the data plane has
     /// them; an encrypted one waits for the cluster's keys).
     fn ready(&self, networks: &[NetworkAssignment]) -> bool {
@@ -293,6 +298,9 @@ impl Worker {
             .map(|n| (n.id.clone(), n.clone()))
             .collect();
         self.sync_networks(node, &a.networks, a.ingress.as_ref());
+        if let Some(attacher) = self.shared.config.attacher.clone() {
+            attacher.attachable(&a.attachable);
+        }
         let held: BTreeMap<String, (bool, bool)> = self
             .local
             .iter()
