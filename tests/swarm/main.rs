@@ -5,6 +5,7 @@
 //! Needs root (namespaces); `scripts/test` runs it.
 
 mod discovery;
+mod docker;
 #[path = "../common/http.rs"]
 mod http;
 mod lifecycle;
@@ -35,6 +36,8 @@ struct Swarm {
     topo: Topology,
     /// Extra environment of every daemon.
     env: Vec<(String, String)>,
+    /// Extra environment of one daemon, by node.
+    node_env: BTreeMap<usize, Vec<(String, String)>>,
 }
 
 impl Drop for Swarm {
@@ -52,6 +55,17 @@ impl Swarm {
     /// N nodes, `clients` client namespaces, and `env` in every daemon's
     /// environment.
     fn new_with(nodes: usize, clients: usize, env: &[(&str, &str)]) -> Result<Swarm> {
+        Swarm::new_full(nodes, clients, env, &[])
+    }
+
+    /// Like [`Swarm::new_with`], with `node_env` (node, key, value) in one
+    /// daemon's environment only.
+    fn new_full(
+        nodes: usize,
+        clients: usize,
+        env: &[(&str, &str)],
+        node_env: &[(usize, &str, &str)],
+    ) -> Result<Swarm> {
         let topo = Topology::builder().nodes(nodes).clients(clients).build()?;
         let dir = std::env::temp_dir().join(format!(
             "shoal-swarm-{}-{}",
@@ -67,7 +81,14 @@ impl Swarm {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            node_env: BTreeMap::new(),
         };
+        for (i, k, v) in node_env {
+            s.node_env
+                .entry(*i)
+                .or_default()
+                .push((k.to_string(), v.to_string()));
+        }
         for i in 0..nodes {
             s.start(i)?;
         }
@@ -113,6 +134,7 @@ impl Swarm {
             // that certificate renewal can be watched (Docker's minimum is 1h).
             .env("SHOAL_TEST_MIN_CERT_SECS", "10")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.node_env.get(&i).into_iter().flatten().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()

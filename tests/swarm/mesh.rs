@@ -268,7 +268,7 @@ fn udp_ports_and_the_proxy_protocol_through_the_mesh() {
 }
 
 /// The whole answer of one HTTP GET from the client namespace.
-fn raw_get_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
+pub(crate) fn raw_get_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
     s.topo
         .client(0)
         .ns()

@@ -34,6 +34,9 @@ use shoal_overlay::mac::MacAddr;
 use tokio::sync::watch;
 
 use crate::discovery::{self, GOSSIP_PORT};
+
+mod docker;
+pub use docker::{DockerBackend, NETWORK_OPTION};
 use crate::ingress::{Ingress, Route};
 use shoal_manager::state::service::Protocol;
 use shoal_overlay::lb::flow::Proto;
@@ -79,7 +82,16 @@ struct NodeNet {
     forwarder: Mutex<Option<Arc<Forwarder>>>,
     /// The routing mesh's sandbox and listeners, while a service publishes.
     ingress: Mutex<Option<Ingress>>,
+    /// The cluster's network keys from the last sync.
+    network_keys: Mutex<Vec<ClusterKey>>,
+    /// Docker's containers on shoal networks (the network plugin).
+    docker: Mutex<docker::DockerState>,
+    /// Told the attachable networks each round, when Docker is in use.
+    on_attachable: Mutex<Option<AttachableHook>>,
 }
+
+/// What to do with the attachable networks (make them Docker networks).
+pub type AttachableHook = Box<dyn Fn(&[NetworkAssignment]) + Send + Sync>;
 
 /// The key of the ingress sandbox's endpoint among the attached ones.
 const INGRESS_KEY: &str = "ingress-sbox";
@@ -114,8 +126,17 @@ impl DataPlaneAttacher {
                 dns_settings,
                 forwarder: Mutex::new(None),
                 ingress: Mutex::new(None),
+                network_keys: Mutex::new(Vec::new()),
+                docker: Mutex::new(docker::DockerState::default()),
+                on_attachable: Mutex::new(None),
             }),
         }
+    }
+
+    /// Calls `hook` with the attachable networks every round (Docker's
+    /// networks are made from them).
+    pub fn on_attachable(&self, hook: AttachableHook) {
+        *self.node.on_attachable.lock().expect("hook lock") = Some(hook);
     }
 
     /// The running data plane, if one was started.
@@ -335,6 +356,7 @@ impl NodeNet {
                 ifname: "eth0".into(),
                 ip: a.ip,
                 mac: MacAddr(shoal_manager::state::task::task_mac(a.ip)),
+                handover: false,
             })
             .map_err(|e| format!("cannot attach the ingress sandbox: {e}"))?;
             let (node_id, node_addr) = self
@@ -441,13 +463,9 @@ impl NodeNet {
         Ok(made)
     }
 
-    /// Starts `task`'s DNS server, answering about `networks` (ids).
-    fn start_dns(
-        &self,
-        task: &AssignedTask,
-        networks: Vec<String>,
-        netns: &Path,
-    ) -> Result<(), String> {
+    /// Starts the DNS server of `key` (a task or a container) in `netns`,
+    /// answering about `networks` (ids).
+    fn start_dns_for(&self, key: &str, networks: Vec<String>, netns: &Path) -> Result<(), String> {
         let view = self.view().unwrap_or_default();
         let zone = Zone::new(
             discovery::zone_endpoints(&view, &networks),
@@ -457,7 +475,7 @@ impl NodeNet {
         let server = DnsServer::start(Some(netns), EMBEDDED_DNS, rx, self.forwarder()?)
             .map_err(|e| format!("cannot start the task's DNS server: {e}"))?;
         self.dns.lock().expect("dns lock").insert(
-            task.id.clone(),
+            key.to_string(),
             TaskDns {
                 networks,
                 zone: tx,
@@ -465,6 +483,52 @@ impl NodeNet {
             },
         );
         Ok(())
+    }
+}
+
+/// The data plane's configuration of network `a`; encrypted networks get
+/// the cluster's key ring.
+fn network_config(a: &NetworkAssignment, keys: &[ClusterKey]) -> Result<NetworkConfig, String> {
+    let encryption = if a.encrypted {
+        Some(Encryption {
+            cipher: Cipher::default(),
+            keys: key_ring(keys, now_secs())?,
+        })
+    } else {
+        None
+    };
+    Ok(NetworkConfig {
+        name: a.id.clone(),
+        vni: shoal_overlay::vxlan::Vni::new(a.vni).map_err(|e| e.to_string())?,
+        subnet: a.subnet,
+        encryption,
+        peers: Vec::new(),
+        remotes: Vec::new(),
+    })
+}
+
+impl NodeNet {
+    /// The data plane, with network `a` in it (added if missing).
+    fn ensure_network(&self, a: &NetworkAssignment) -> Result<Arc<DataPlane>, String> {
+        let addr = self
+            .identity
+            .lock()
+            .expect("identity lock")
+            .as_ref()
+            .map(|(_, addr)| *addr)
+            .ok_or("this node does not know its swarm address yet")?;
+        let dp = self.data_plane(addr)?;
+        if dp.networks().iter().any(|(s, _)| s.name == a.id) {
+            return Ok(dp);
+        }
+        let keys = self.network_keys.lock().expect("keys lock").clone();
+        let config = network_config(a, &keys).map_err(|e| format!("network {}: {e}", a.name))?;
+        dp.add_network(config)
+            .map_err(|e| format!("network {}: {e}", a.name))?;
+        if let Some(view) = self.view() {
+            self.apply_view(&view);
+        }
+        Ok(dp)
     }
 }
 
@@ -505,6 +569,11 @@ impl NetworkAttacher for DataPlaneAttacher {
     ) -> Result<(), String> {
         let n = &self.node;
         *n.identity.lock().expect("identity lock") = Some((node.node_id.clone(), node.addr));
+        *n.network_keys.lock().expect("keys lock") = node.network_keys.clone();
+        {
+            let mut d = n.docker.lock().expect("docker lock");
+            d.networks = networks.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        }
         let mut errors = Vec::new();
         if let Err(e) = n.sync_gossip(node) {
             errors.push(e);
@@ -520,29 +589,14 @@ impl NetworkAttacher for DataPlaneAttacher {
             // One copy of the tables for the whole sync.
             let known: BTreeSet<String> = dp.networks().into_iter().map(|(s, _)| s.name).collect();
             for a in networks {
-                let encryption = if a.encrypted {
-                    match key_ring(&node.network_keys, now_secs()) {
-                        Ok(keys) => Some(Encryption {
-                            cipher: Cipher::default(),
-                            keys,
-                        }),
-                        // No keys yet (the first heartbeat brings them): the
-                        // other networks go on, this one comes next round.
-                        Err(e) => {
-                            errors.push(format!("network {}: {e}", a.name));
-                            continue;
-                        }
+                let config = match network_config(a, &node.network_keys) {
+                    Ok(config) => config,
+                    // No keys yet (the first heartbeat brings them): the
+                    // other networks go on, this one comes next round.
+                    Err(e) => {
+                        errors.push(format!("network {}: {e}", a.name));
+                        continue;
                     }
-                } else {
-                    None
-                };
-                let config = NetworkConfig {
-                    name: a.id.clone(),
-                    vni: shoal_overlay::vxlan::Vni::new(a.vni).map_err(|e| e.to_string())?,
-                    subnet: a.subnet,
-                    encryption,
-                    peers: Vec::new(),
-                    remotes: Vec::new(),
                 };
                 // Idempotent: for a known network it only refreshes the keys.
                 match dp.add_network(config) {
@@ -616,6 +670,15 @@ impl NetworkAttacher for DataPlaneAttacher {
         }
     }
 
+    fn attachable(&self, networks: &[NetworkAssignment]) {
+        let n = &self.node;
+        n.docker.lock().expect("docker lock").attachable =
+            networks.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        if let Some(hook) = n.on_attachable.lock().expect("hook lock").as_ref() {
+            hook(networks);
+        }
+    }
+
     fn ready(&self, networks: &[NetworkAssignment]) -> bool {
         let Some(dp) = self.node.current() else {
             return networks.is_empty();
@@ -631,6 +694,13 @@ impl NetworkAttacher for DataPlaneAttacher {
         netns: &Path,
     ) -> Result<(), String> {
         let n = &self.node;
+        if task.image.is_some() {
+            // A container: Docker asks the network plugin for its
+            // interfaces when it starts it.
+            let _ = (networks, netns);
+            n.expect_docker_task(task);
+            return Ok(());
+        }
         let dp = n
             .current()
             .ok_or("the data plane is not running (no network was set up)")?;
@@ -642,6 +712,7 @@ impl NetworkAttacher for DataPlaneAttacher {
                     ifname: format!("eth{i}"),
                     ip: a.ip,
                     mac: MacAddr(a.mac()),
+                    handover: false,
                 })
                 .map_err(|e| format!("cannot attach to network {}: {e}", net.name))?;
             }
@@ -651,7 +722,7 @@ impl NetworkAttacher for DataPlaneAttacher {
                 .filter(|n| !n.ingress)
                 .map(|n| n.id.clone())
                 .collect();
-            n.start_dns(task, named, netns)?;
+            n.start_dns_for(&task.id, named, netns)?;
             let (node_id, node_addr) = n
                 .identity
                 .lock()
@@ -679,6 +750,10 @@ impl NetworkAttacher for DataPlaneAttacher {
         let n = &self.node;
         n.withdraw(&task.id);
         n.dns.lock().expect("dns lock").remove(&task.id);
+        if task.image.is_some() {
+            n.forget_docker_task(task);
+            return;
+        }
         let Some(dp) = n.current() else {
             return;
         };

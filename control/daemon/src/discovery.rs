@@ -123,8 +123,20 @@ pub fn task_record(
 /// DNS name takes it, but every node learns where its address lives (the
 /// tasks' answers to the routing mesh go back to it).
 pub fn sandbox_record(node_id: &str, node_addr: IpAddr, ip: Ipv4Addr) -> EndpointRecord {
+    container_record(&format!("ingress-sbox-{node_id}"), ip, node_id, node_addr)
+}
+
+/// The gossip record of an endpoint that belongs to no service (the
+/// ingress sandbox, a plain Docker container): reachable at `ip`, but no
+/// name of the zone's.
+pub fn container_record(
+    key: &str,
+    ip: Ipv4Addr,
+    node_id: &str,
+    node_addr: IpAddr,
+) -> EndpointRecord {
     EndpointRecord {
-        task_id: format!("ingress-sbox-{node_id}"),
+        task_id: key.to_string(),
         task_name: String::new(),
         service_name: String::new(),
         service_id: String::new(),

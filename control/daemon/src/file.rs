@@ -160,6 +160,7 @@ pub fn endpoint(ep: EndpointSection) -> LocalEndpointConfig {
         ifname: ep.ifname.unwrap_or_else(|| "eth0".into()),
         ip: ep.ip,
         mac: ep.mac.unwrap_or_else(|| MacAddr::from_ipv4(ep.ip)),
+        handover: false,
     }
 }
 

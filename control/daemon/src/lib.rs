@@ -10,6 +10,7 @@
 pub mod api;
 pub mod attach;
 pub mod discovery;
+mod docker;
 pub mod file;
 pub mod ingress;
 
@@ -78,6 +79,38 @@ struct Args {
         env = "SHOAL_DNS_TTL"
     )]
     dns_ttl: u32,
+    /// Run tasks of `--image` services as containers of the Docker Engine
+    /// on this node, and serve the `shoal` network plugin so that `docker
+    /// run --network NET` joins shoal networks.
+    #[arg(long, env = "SHOAL_DOCKER")]
+    docker: bool,
+    /// The Docker Engine's API socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/run/docker.sock",
+        env = "SHOAL_DOCKER_SOCKET"
+    )]
+    docker_socket: PathBuf,
+    /// The network and IPAM driver name Docker knows the plugin by
+    /// (`docker network create -d NAME`); its socket is
+    /// `/run/docker/plugins/NAME.sock`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "shoal",
+        env = "SHOAL_DOCKER_PLUGIN"
+    )]
+    docker_plugin: String,
+    /// The network namespace of the Docker Engine, where container
+    /// interfaces are made for Docker to move.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/proc/1/ns/net",
+        env = "SHOAL_DOCKER_NETNS"
+    )]
+    docker_netns: PathBuf,
 }
 
 /// Entry point of `shoald`.
@@ -141,18 +174,30 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(h) => h,
         None => system_hostname(),
     };
+    let process: Arc<dyn shoal_runtime::Runtime> = Arc::new(
+        shoal_runtime::ProcessRuntime::new(args.state_dir.join("tasks"))
+            .context("cannot start the task runtime")?,
+    );
+    let docker = if args.docker {
+        Some(Arc::new(docker::connect(&args, &hostname)?))
+    } else {
+        None
+    };
+    let engine = docker.as_ref().map(|d| d.engine().to_string());
+    if let Some(d) = &docker {
+        attacher.on_attachable(docker::network_maker(d.clone()));
+    }
+    let runtime = Arc::new(shoal_docker::runtime::RuntimeRouter::new(process, docker));
     let swarm = Arc::new(Swarm::new(SwarmConfig {
         state_dir: args.state_dir.clone(),
         hostname,
         consensus: ConsensusConfig::default(),
         settings: ClusterSettings::default(),
         min_cert_secs: min_cert_secs()?,
-        runtime: Some(Arc::new(
-            shoal_runtime::ProcessRuntime::new(args.state_dir.join("tasks"))
-                .context("cannot start the task runtime")?,
-        )),
+        runtime: Some(runtime),
         attacher: Some(attacher.clone()),
         drain_grace: std::time::Duration::from_millis(args.drain_grace_ms),
+        engine,
     }));
     // Two threads: the manager's Raft, its API and the local API must not
     // wait behind one another.
@@ -169,7 +214,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         {
             tracing::info!("resumed swarm membership");
         }
+        let plugin = match args.docker {
+            true => Some(docker::serve_plugin(&args, &attacher, swarm.clone()).await?),
+            false => None,
+        };
         let result = serve(dp, attacher, swarm.clone(), &args.control).await;
+        if let Some(p) = plugin {
+            p.stop().await;
+        }
         swarm.shutdown().await;
         result
     })

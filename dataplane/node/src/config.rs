@@ -162,6 +162,11 @@ pub struct LocalEndpointConfig {
     pub ip: Ipv4Addr,
     /// MAC address.
     pub mac: MacAddr,
+    /// The device is handed over to another party that moves it into its
+    /// own namespace and addresses it there (Docker, through the network
+    /// plugin): it is made with its MAC and MTU but left down and without
+    /// an address, so the namespace it is born in never routes the overlay.
+    pub handover: bool,
 }
 
 impl LocalEndpointConfig {

@@ -55,8 +55,10 @@ pub(crate) fn create(
         iface::disable_ipv6(name).map_err(|e| e.to_string())?;
         iface::set_mac(name, ep.mac.0).map_err(|e| e.to_string())?;
         iface::set_mtu(name, mtu).map_err(|e| e.to_string())?;
-        iface::set_ipv4(name, ep.ip, prefix_len).map_err(|e| e.to_string())?;
-        iface::set_up(name).map_err(|e| e.to_string())?;
+        if !ep.handover {
+            iface::set_ipv4(name, ep.ip, prefix_len).map_err(|e| e.to_string())?;
+            iface::set_up(name).map_err(|e| e.to_string())?;
+        }
         Ok(taps)
     })
     .map_err(|e| e.to_string())?

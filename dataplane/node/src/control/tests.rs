@@ -171,6 +171,7 @@ fn an_endpoint_on_an_unknown_network_or_outside_it_is_refused() {
         ifname: "eth0".into(),
         ip: ip(2),
         mac: MacAddr::from_ipv4(ip(2)),
+        handover: false,
     };
     assert!(matches!(
         dp.add_endpoint(ep.clone()),
@@ -201,6 +202,7 @@ fn endpoint(ns: &Namespace, last: u8) -> LocalEndpointConfig {
         ifname: "eth0".into(),
         ip: ip(last),
         mac: MacAddr::from_ipv4(ip(last)),
+        handover: false,
     }
 }
 

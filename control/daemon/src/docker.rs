@@ -1,0 +1,115 @@
+//! `shoald --docker`: the Docker Engine runs `--image` tasks, and the
+//! `shoal` network plugin puts Docker's containers on shoal networks.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use shoal_docker::plugin::PluginServer;
+use shoal_docker::runtime::{DockerConfig, DockerRuntime};
+use shoal_manager::dispatch::NetworkAssignment;
+use shoal_manager::swarm::Swarm;
+
+use crate::attach::{AttachableHook, DataPlaneAttacher, DockerBackend};
+use crate::Args;
+
+/// Where Docker looks for plugins' sockets.
+const PLUGIN_DIR: &str = "/run/docker/plugins";
+
+/// Connects to the engine at `--docker-socket`; `node` names this daemon's
+/// containers (leftovers of an earlier run are removed).
+pub(crate) fn connect(args: &Args, node: &str) -> anyhow::Result<DockerRuntime> {
+    check_plugin_name(&args.docker_plugin).map_err(anyhow::Error::msg)?;
+    let config = DockerConfig {
+        socket: args.docker_socket.clone(),
+        plugin: args.docker_plugin.clone(),
+        node_id: node.to_string(),
+    };
+    let docker = DockerRuntime::connect(config)
+        .with_context(|| format!("--docker: no Docker Engine at {}", args.docker_socket.display()))?;
+    tracing::info!(engine = %docker.engine(), "Docker Engine runs --image tasks");
+    Ok(docker)
+}
+
+/// A plugin name Docker accepts and a file name can hold.
+fn check_plugin_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid --docker-plugin {name:?}: use 1 to 64 of [a-z0-9-_.], not starting with ."
+        ))
+    }
+}
+
+/// Makes each attachable shoal network a Docker network of the plugin's
+/// driver (once per network, off the caller's thread: it is called from
+/// the agent's loop every round).
+pub(crate) fn network_maker(docker: Arc<DockerRuntime>) -> AttachableHook {
+    let made: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    Box::new(move |networks: &[NetworkAssignment]| {
+        let new: Vec<NetworkAssignment> = {
+            let mut m = made.lock().expect("made lock");
+            networks
+                .iter()
+                .filter(|n| m.insert(n.id.clone()))
+                .cloned()
+                .collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        let docker = docker.clone();
+        let made = made.clone();
+        std::thread::spawn(move || {
+            for n in new {
+                if let Err(e) = docker.ensure_network(&n.name, &n.id) {
+                    tracing::warn!(network = %n.name, error = %e, "cannot make the Docker network");
+                    // Tried again next round.
+                    made.lock().expect("made lock").remove(&n.id);
+                }
+            }
+        });
+    })
+}
+
+/// Serves the network and IPAM driver at `/run/docker/plugins/<name>.sock`.
+pub(crate) async fn serve_plugin(
+    args: &Args,
+    attacher: &DataPlaneAttacher,
+    swarm: Arc<Swarm>,
+) -> anyhow::Result<PluginServer> {
+    let backend = DockerBackend::new(
+        attacher,
+        swarm,
+        tokio::runtime::Handle::current(),
+        args.docker_netns.clone(),
+    );
+    let socket = PathBuf::from(PLUGIN_DIR).join(format!("{}.sock", args.docker_plugin));
+    let server = PluginServer::start(socket.clone(), Arc::new(backend))
+        .await
+        .with_context(|| format!("cannot serve the network plugin at {}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), "Docker network plugin listening");
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names() {
+        assert!(check_plugin_name("shoal").is_ok());
+        assert!(check_plugin_name("shoal-t123").is_ok());
+        for bad in ["", "Shoal", "a/b", ".x", "a b"] {
+            assert!(check_plugin_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
