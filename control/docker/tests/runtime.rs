@@ -16,6 +16,11 @@ use shoal_runtime::{
     ProcessRuntime, Runtime, RuntimeError, Stream, TaskExit, TaskNetwork, TaskSpec,
 };
 
+#[path = "runtime/fake_plugin.rs"]
+mod fake_plugin;
+
+use fake_plugin::FakePlugin;
+
 const IMAGE: &str = "shoal-test/busybox:latest";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -33,7 +38,9 @@ fn images() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-images");
-        let status = Command::new(&script).status().expect("run scripts/test-images");
+        let status = Command::new(&script)
+            .status()
+            .expect("run scripts/test-images");
         assert!(status.success(), "scripts/test-images failed");
     });
 }
@@ -61,7 +68,10 @@ impl Drop for Cleanup {
 }
 
 fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker").args(args).output().expect("run docker");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success(), text)
 }
@@ -84,7 +94,11 @@ fn spec(cleanup: &mut Cleanup, command: &[&str]) -> TaskSpec {
         command: command.iter().map(|s| s.to_string()).collect(),
         env: vec![("GREETING".into(), "hi".into())],
         image: Some(IMAGE.into()),
-        labels: [("com.docker.swarm.service.name".to_string(), "web".to_string())].into(),
+        labels: [(
+            "com.docker.swarm.service.name".to_string(),
+            "web".to_string(),
+        )]
+        .into(),
         ..Default::default()
     }
 }
@@ -95,7 +109,10 @@ fn wait_exit(rt: &dyn Runtime, id: &str) -> TaskExit {
         if let Some(exit) = rt.try_wait(id).expect("try_wait") {
             return exit;
         }
-        assert!(Instant::now() < deadline, "task {id} did not exit in {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "task {id} did not exit in {WAIT:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -176,7 +193,10 @@ fn a_task_runs_logs_and_exits() {
     // The cursor: line numbers, at most `max` at a time.
     let all = rt.logs(&spec.id, 0, 10).unwrap();
     assert_eq!(all.next, 2);
-    assert!(all.lines.iter().all(|l| l.time_ns > 1_600_000_000_000_000_000));
+    assert!(all
+        .lines
+        .iter()
+        .all(|l| l.time_ns > 1_600_000_000_000_000_000));
     let first = rt.logs(&spec.id, 0, 1).unwrap();
     assert_eq!((first.lines.len(), first.next), (1, 1));
     let second = rt.logs(&spec.id, first.next, 10).unwrap();
@@ -219,7 +239,9 @@ fn stop_ends_a_running_task_after_its_grace() {
     let pid = rt.start(&spec.id).unwrap();
     assert!(pid > 0);
     assert_eq!(rt.container_pid(&spec.id), Some(pid));
-    let key = rt.sandbox_key(&spec.id).expect("a started container has a sandbox");
+    let key = rt
+        .sandbox_key(&spec.id)
+        .expect("a started container has a sandbox");
     assert!(key.exists(), "{}", key.display());
     assert_eq!(rt.try_wait(&spec.id).unwrap(), None);
 
@@ -340,7 +362,9 @@ fn connect_names_the_socket_when_the_engine_does_not_answer() {
     let socket = std::env::temp_dir().join(format!("{}.sock", unique("nodocker")));
     let mut config = DockerConfig::new("shoal", "n1");
     config.socket = socket.clone();
-    let err = DockerRuntime::connect(config).err().expect("no engine there");
+    let err = DockerRuntime::connect(config)
+        .err()
+        .expect("no engine there");
     assert!(
         err.to_string().contains(&socket.display().to_string()),
         "{err}"
@@ -383,7 +407,10 @@ fn the_router_sends_image_tasks_to_docker() {
 
     // A router that did not prepare the task finds it in Docker.
     let fresh = RuntimeRouter::new(process.clone(), Some(docker_rt.clone()));
-    assert_eq!(fresh.try_wait(&in_docker.id).unwrap().map(|e| e.code), Some(0));
+    assert_eq!(
+        fresh.try_wait(&in_docker.id).unwrap().map(|e| e.code),
+        Some(0)
+    );
 
     for spec in [&in_docker, &on_host] {
         router.remove(&spec.id).unwrap();
@@ -436,4 +463,93 @@ fn the_runtime_works_from_spawn_blocking() {
         assert!(!rt.plugin_networking(&spec.id));
         drop(rt);
     });
+}
+
+#[test]
+fn tasks_attach_through_the_network_plugin() {
+    images();
+    // Declared before the cleanup, so it still answers when the networks go.
+    let plugin = FakePlugin::start(&unique("shoalfake"));
+    let mut cleanup = Cleanup::default();
+    let rt =
+        DockerRuntime::connect(DockerConfig::new(plugin.name.clone(), unique("node"))).unwrap();
+    let (front, back) = (unique("front"), unique("back"));
+    cleanup.networks.extend([front.clone(), back.clone()]);
+    let (front_id, back_id) = (unique("nf"), unique("nb"));
+    let net = |name: &str, ip: &str, id: &str| TaskNetwork {
+        docker_network: name.to_string(),
+        ip: ip.parse().unwrap(),
+        prefix_len: 24,
+        shoal_network_id: id.to_string(),
+    };
+    let mut task = spec(
+        &mut cleanup,
+        &["sh", "-c", "ip -4 -o addr show; sleep 1000"],
+    );
+    task.networks = vec![
+        net(&front, "10.31.1.7", &front_id),
+        net(&back, "10.31.2.9", &back_id),
+    ];
+    assert_eq!(rt.prepare(&task).unwrap(), PathBuf::new());
+    assert!(rt.plugin_networking(&task.id));
+
+    // Each network: the plugin as driver and IPAM driver, the shoal id in
+    // the options and the label, the task's subnet.
+    for (name, id, subnet) in [
+        (&front, &front_id, "10.31.1.0/24"),
+        (&back, &back_id, "10.31.2.0/24"),
+    ] {
+        let (ok, seen) = docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Driver}} {{.IPAM.Driver}} {{index .IPAM.Options \"network\"}} \
+             {{index .Options \"io.shoal.network\"}} {{index .Labels \"io.shoal.network.id\"}} \
+             {{(index .IPAM.Config 0).Subnet}}",
+            name,
+        ]);
+        assert!(ok, "network {name} exists");
+        let p = &plugin.name;
+        assert_eq!(seen, format!("{p} {p} {id} {id} {id} {subnet}"));
+    }
+    let pools = plugin.bodies("IpamDriver.RequestPool");
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    assert_eq!(pools[0]["Options"]["network"], front_id.as_str());
+    assert_eq!(pools[0]["Pool"], "10.31.1.0/24");
+
+    // A second task on the same network does not make it again.
+    let mut other = spec(&mut cleanup, &["true"]);
+    other.networks = vec![net(&front, "10.31.1.8", &front_id)];
+    rt.prepare(&other).unwrap();
+    assert_eq!(plugin.bodies("NetworkDriver.CreateNetwork").len(), 2);
+
+    // Started, the container has both addresses, from the plugin's endpoints
+    // (in an order the engine picks: eth0 is not always the first network).
+    rt.start(&task.id).expect("start on plugin networks");
+    let lines = wait_logs(&rt, &task.id, 3);
+    let text: Vec<_> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    eprintln!("addresses inside the container: {text:#?}");
+    for ip in ["inet 10.31.1.7/24", "inet 10.31.2.9/24"] {
+        assert!(text.iter().any(|l| l.contains(ip)), "{ip} in {text:?}");
+    }
+    let requested: Vec<_> = plugin
+        .bodies("IpamDriver.RequestAddress")
+        .into_iter()
+        .filter_map(|b| b["Address"].as_str().map(str::to_string))
+        .filter(|a| !a.is_empty())
+        .collect();
+    assert!(
+        requested.contains(&"10.31.1.7".to_string()),
+        "{requested:?}"
+    );
+    assert!(
+        requested.contains(&"10.31.2.9".to_string()),
+        "{requested:?}"
+    );
+    assert!(rt.sandbox_key(&task.id).is_some_and(|k| k.exists()));
+
+    assert_eq!(rt.stop(&task.id, Duration::ZERO).unwrap().code, 137);
+    for t in [&task, &other] {
+        rt.remove(&t.id).unwrap();
+    }
 }

@@ -480,7 +480,10 @@ impl DockerRuntime {
             ))
             .map_err(|e| step_err(container, "create the container", e))?;
         // Before API 1.44 a container is created on one network only; the
-        // others are connected before it starts.
+        // others are connected before it starts, so every interface is there
+        // when the command runs. The engine (20.10) joins them in an order of
+        // its own, not this one: `eth0` is not always the first network, so
+        // a task tells its interfaces apart by their addresses.
         for net in spec.networks.iter().skip(1) {
             let connected = self.block_on(self.docker.connect_network(
                 &net.docker_network,
