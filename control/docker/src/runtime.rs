@@ -19,6 +19,13 @@
 //! `spawn_blocking` or a plain thread. Containers are labelled with the node
 //! id, so a new daemon removes what the previous one left.
 //!
+//! What differs from the process runtime: the spec's `resolv_conf` is not
+//! used (a container on a Docker network gets the engine's resolver), the
+//! engine adds `PATH` from the image and `HOSTNAME` itself, limits the engine
+//! refuses (more CPUs than the host has, under 6 MiB of memory) fail
+//! `prepare` as they fail a Swarm task, and a task's log goes with its
+//! container at `remove`.
+//!
 //! [`Runtime`]: shoal_runtime::Runtime
 
 mod docker;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use shoal_docker::runtime::{DockerConfig, DockerRuntime, RuntimeRouter, NODE_LABEL, TASK_LABEL};
 use shoal_runtime::{
-    ProcessRuntime, Runtime, RuntimeError, Stream, TaskExit, TaskNetwork, TaskSpec,
+    Limits, ProcessRuntime, Runtime, RuntimeError, Stream, TaskExit, TaskNetwork, TaskSpec,
 };
 
 #[path = "runtime/fake_plugin.rs"]
@@ -226,8 +226,19 @@ fn a_task_runs_logs_and_exits() {
 fn stop_ends_a_running_task_after_its_grace() {
     let mut cleanup = Cleanup::default();
     let rt = connect(&unique("node"));
-    let spec = spec(&mut cleanup, &["sleep", "1000"]);
+    let mut spec = spec(&mut cleanup, &["sleep", "1000"]);
+    spec.limits = Limits {
+        nano_cpus: Some(500_000_000),
+        memory_bytes: Some(64 << 20),
+    };
     rt.prepare(&spec).unwrap();
+    let (_, limits) = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+        &spec.name,
+    ]);
+    assert_eq!(limits, "500000000 67108864");
     assert!(matches!(
         rt.try_wait(&spec.id),
         Err(RuntimeError::NotStarted { .. })
