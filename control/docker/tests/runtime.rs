@@ -533,6 +533,16 @@ fn tasks_attach_through_the_network_plugin() {
     other.networks = vec![net(&front, "10.31.1.8", &front_id)];
     rt.prepare(&other).unwrap();
     assert_eq!(plugin.bodies("NetworkDriver.CreateNetwork").len(), 2);
+    // A network of that name made for another shoal network is not used.
+    let mut stale = spec(&mut cleanup, &["true"]);
+    stale.networks = vec![net(&front, "10.31.1.9", "anotherid")];
+    let err = rt.prepare(&stale).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "belongs to shoal network {front_id}, not anotherid"
+        )),
+        "{err}"
+    );
 
     // Started, the container has both addresses, from the plugin's endpoints
     // (in an order the engine picks: eth0 is not always the first network).

@@ -367,8 +367,9 @@ impl DockerRuntime {
                 }
                 let labelled = info.labels.as_ref().and_then(|l| l.get(NETWORK_LABEL));
                 if labelled != Some(&net.shoal_network_id) {
+                    let owner = labelled.map_or("(none)", String::as_str);
                     return Err(invalid(format!(
-                        "Docker network {name:?} belongs to shoal network {labelled:?}, not {:?}: \
+                        "Docker network {name:?} belongs to shoal network {owner}, not {}: \
                          remove the stale one (docker network rm {name})",
                         net.shoal_network_id
                     )));
