@@ -464,6 +464,9 @@ impl Worker {
                 nano_cpus: task.limits.nano_cpus,
                 memory_bytes: task.limits.memory_bytes,
             },
+            image: None,
+            labels: Default::default(),
+            networks: Vec::new(),
         })
     }
 

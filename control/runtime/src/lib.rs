@@ -20,6 +20,8 @@ mod error;
 mod log;
 mod process;
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,6 +50,31 @@ pub struct TaskSpec {
     pub resolv_conf: String,
     /// Resource limits (cgroup v2).
     pub limits: Limits,
+    /// The image of a service created with `--image`: such a task runs as a
+    /// Docker container from this image. `None` for a host process (the
+    /// process runtime ignores this and the next two fields).
+    pub image: Option<String>,
+    /// Swarm's container labels (`com.docker.swarm.service.id`,
+    /// `com.docker.swarm.task.name`, ...), for runtimes that label what
+    /// they run.
+    pub labels: BTreeMap<String, String>,
+    /// The task's networks in interface order, for runtimes whose interfaces
+    /// come from a network plugin ([`Runtime::plugin_networking`]).
+    pub networks: Vec<TaskNetwork>,
+}
+
+/// One network of a task, as a runtime that attaches it through a network
+/// plugin needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskNetwork {
+    /// The Docker network's name, which is the shoal network's name.
+    pub docker_network: String,
+    /// The task's address on the network.
+    pub ip: Ipv4Addr,
+    /// The prefix length of the network's subnet.
+    pub prefix_len: u8,
+    /// The shoal network id, which the plugin resolves.
+    pub shoal_network_id: String,
 }
 
 /// Resource limits of a task.
@@ -115,6 +142,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Creates the task's sandbox (a network namespace with `lo` up, held by
     /// the runtime) and returns a path through which other code can open the
     /// namespace (`/proc/<daemon pid>/fd/<n>`). Idempotent per id.
+    ///
+    /// A runtime whose interfaces come from a network plugin
+    /// ([`Runtime::plugin_networking`] is true for the task) returns an empty
+    /// path: its sandbox does not exist before `start`, and the caller makes
+    /// no TAP devices for it.
     fn prepare(&self, spec: &TaskSpec) -> Result<PathBuf, RuntimeError>;
     /// Starts the prepared task's command in its sandbox; returns its pid.
     fn start(&self, id: &str) -> Result<u32, RuntimeError>;
@@ -141,6 +173,13 @@ pub trait Runtime: Send + Sync + 'static {
     fn warnings(&self, id: &str) -> Vec<String> {
         let _ = id;
         Vec::new()
+    }
+    /// True when the task's interfaces come from a network plugin when it
+    /// starts (a Docker container on a shoal network), so the caller must
+    /// not make TAP devices for it. False by default.
+    fn plugin_networking(&self, id: &str) -> bool {
+        let _ = id;
+        false
     }
 }
 

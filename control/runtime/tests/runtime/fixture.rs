@@ -52,6 +52,9 @@ impl Fixture {
             env: Vec::new(),
             resolv_conf: "nameserver 127.0.0.11\noptions ndots:0\n".into(),
             limits: Limits::default(),
+            image: None,
+            labels: Default::default(),
+            networks: Vec::new(),
         }
     }
 
