@@ -59,7 +59,13 @@ impl Drop for DockerCleanup {
                 let _ = docker(&["rm", "-f", id]);
             }
         }
-        if let Ok(ids) = docker(&["network", "ls", "-q", "--filter", "label=io.shoal.network.id"]) {
+        if let Ok(ids) = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            "label=io.shoal.network.id",
+        ]) {
             for id in ids.split_whitespace() {
                 let _ = docker(&["network", "rm", id]);
             }
@@ -159,7 +165,9 @@ fn image_services_run_in_docker_and_plain_containers_join_shoal_networks() {
     assert_eq!(names.len(), 2, "{names:?}");
     for id in &ids {
         assert!(
-            names.iter().any(|n| n.starts_with("web.") && n.ends_with(&format!(".{id}"))),
+            names
+                .iter()
+                .any(|n| n.starts_with("web.") && n.ends_with(&format!(".{id}"))),
             "no container named web.<slot>.{id}: {names:?}"
         );
     }
@@ -240,7 +248,9 @@ fn image_services_run_in_docker_and_plain_containers_join_shoal_networks() {
     s.shoal_ok(0, &["service", "rm", "web"]);
     s.wait_for(Duration::from_secs(30), "no web container", || {
         let filter = "label=com.docker.swarm.service.name=web";
-        Ok(docker(&["ps", "-aq", "--filter", filter])?.trim().is_empty())
+        Ok(docker(&["ps", "-aq", "--filter", filter])?
+            .trim()
+            .is_empty())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
 }

@@ -134,7 +134,13 @@ impl Swarm {
             // that certificate renewal can be watched (Docker's minimum is 1h).
             .env("SHOAL_TEST_MIN_CERT_SECS", "10")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(self.node_env.get(&i).into_iter().flatten().map(|(k, v)| (k, v)))
+            .envs(
+                self.node_env
+                    .get(&i)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k, v)),
+            )
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()

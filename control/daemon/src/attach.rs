@@ -36,8 +36,8 @@ use tokio::sync::watch;
 use crate::discovery::{self, GOSSIP_PORT};
 
 mod docker;
-pub use docker::{DockerBackend, NETWORK_OPTION};
 use crate::ingress::{Ingress, Route};
+pub use docker::{DockerBackend, NETWORK_OPTION};
 use shoal_manager::state::service::Protocol;
 use shoal_overlay::lb::flow::Proto;
 

@@ -26,8 +26,12 @@ pub(crate) fn connect(args: &Args, node: &str) -> anyhow::Result<DockerRuntime> 
         plugin: args.docker_plugin.clone(),
         node_id: node.to_string(),
     };
-    let docker = DockerRuntime::connect(config)
-        .with_context(|| format!("--docker: no Docker Engine at {}", args.docker_socket.display()))?;
+    let docker = DockerRuntime::connect(config).with_context(|| {
+        format!(
+            "--docker: no Docker Engine at {}",
+            args.docker_socket.display()
+        )
+    })?;
     tracing::info!(engine = %docker.engine(), "Docker Engine runs --image tasks");
     Ok(docker)
 }
@@ -70,7 +74,10 @@ pub(crate) fn network_maker(docker: Arc<DockerRuntime>) -> AttachableHook {
         let made = made.clone();
         std::thread::spawn(move || {
             for n in new {
-                if let Err(e) = docker.ensure_network(&n.name, &n.id) {
+                let subnet = n.subnet;
+                if let Err(e) =
+                    docker.make_network(&n.name, &n.id, subnet.network(), subnet.prefix_len())
+                {
                     tracing::warn!(network = %n.name, error = %e, "cannot make the Docker network");
                     // Tried again next round.
                     made.lock().expect("made lock").remove(&n.id);

@@ -464,9 +464,21 @@ impl Worker {
                 nano_cpus: task.limits.nano_cpus,
                 memory_bytes: task.limits.memory_bytes,
             },
-            image: None,
-            labels: Default::default(),
-            networks: Vec::new(),
+            image: task.image.clone(),
+            labels: swarm_labels(node, task),
+            networks: task
+                .networks
+                .iter()
+                .filter_map(|a| {
+                    let n = self.networks.get(&a.network_id)?;
+                    Some(shoal_runtime::TaskNetwork {
+                        docker_network: n.name.clone(),
+                        ip: a.ip,
+                        prefix_len: n.subnet.prefix_len(),
+                        shoal_network_id: n.id.clone(),
+                    })
+                })
+                .collect(),
         })
     }
 
@@ -679,6 +691,23 @@ impl Worker {
         }
         while self.stops.join_next().await.is_some() {}
     }
+}
+
+/// The labels Docker Swarm puts on a task's container.
+fn swarm_labels(node: &NodeFile, task: &AssignedTask) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("com.docker.swarm.node.id".to_string(), node.node_id.clone()),
+        (
+            "com.docker.swarm.service.id".to_string(),
+            task.service_id.clone(),
+        ),
+        (
+            "com.docker.swarm.service.name".to_string(),
+            task.service_name.clone(),
+        ),
+        ("com.docker.swarm.task.id".to_string(), task.id.clone()),
+        ("com.docker.swarm.task.name".to_string(), task.name.clone()),
+    ])
 }
 
 async fn blocking<T: Send + 'static>(

@@ -125,8 +125,7 @@ impl NodeNet {
     pub(super) fn expect_docker_task(&self, task: &AssignedTask) {
         let mut d = self.docker.lock().expect("docker lock");
         for n in &task.networks {
-            d.pending
-                .insert((n.network_id.clone(), n.ip), task.clone());
+            d.pending.insert((n.network_id.clone(), n.ip), task.clone());
         }
     }
 
@@ -304,7 +303,9 @@ fn take_over_embedded_dns(sandbox: &Path) -> Result<(), String> {
     for proto in ["udp", "tcp"] {
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net={}", sandbox.display()))
-            .args(["iptables", "-w", "5", "-t", "nat", "-I", "OUTPUT", "1", "-d"])
+            .args([
+                "iptables", "-w", "5", "-t", "nat", "-I", "OUTPUT", "1", "-d",
+            ])
             .arg(format!("{dns}/32"))
             .args(["-p", proto, "--dport", "53", "-j", "ACCEPT"])
             .output()
@@ -367,7 +368,12 @@ impl Backend for DockerBackend {
                 .docker_networks
                 .get(&request.network_id)
                 .cloned()
-                .ok_or_else(|| format!("Docker network {} is not shoal's", short(&request.network_id)))?;
+                .ok_or_else(|| {
+                    format!(
+                        "Docker network {} is not shoal's",
+                        short(&request.network_id)
+                    )
+                })?;
             let owner = match d.pending.get(&(network.clone(), ip)) {
                 Some(task) => Owner::Task(Box::new(task.clone())),
                 None if d.attachments.contains_key(&(network.clone(), ip)) => Owner::Container,
@@ -398,18 +404,28 @@ impl Backend for DockerBackend {
             mac,
             handover: true,
         })
-        .map_err(|e| format!("cannot make the interface on network {}: {e}", assignment.name))?;
-        self.node.docker.lock().expect("docker lock").endpoints.insert(
-            request.endpoint_id.clone(),
-            Endpoint {
-                network,
-                ip,
-                mac,
-                ifname,
-                owner,
-                sandbox: None,
-            },
-        );
+        .map_err(|e| {
+            format!(
+                "cannot make the interface on network {}: {e}",
+                assignment.name
+            )
+        })?;
+        self.node
+            .docker
+            .lock()
+            .expect("docker lock")
+            .endpoints
+            .insert(
+                request.endpoint_id.clone(),
+                Endpoint {
+                    network,
+                    ip,
+                    mac,
+                    ifname,
+                    owner,
+                    sandbox: None,
+                },
+            );
         Ok(CreateEndpointResponse {
             interface: given_mac.is_empty().then(|| EndpointInterface {
                 mac_address: mac.to_string(),
@@ -452,10 +468,9 @@ impl Backend for DockerBackend {
                 .endpoints
                 .values()
                 .any(|e| e.sandbox.as_deref() == Some(sandbox.as_path()));
-            let e = d
-                .endpoints
-                .get_mut(&request.endpoint_id)
-                .ok_or_else(|| format!("endpoint {} is not shoal's", short(&request.endpoint_id)))?;
+            let e = d.endpoints.get_mut(&request.endpoint_id).ok_or_else(|| {
+                format!("endpoint {} is not shoal's", short(&request.endpoint_id))
+            })?;
             e.sandbox = Some(sandbox.clone());
             let key = e.key(&request.endpoint_id);
             let ifname = e.ifname.clone();

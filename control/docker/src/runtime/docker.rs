@@ -76,6 +76,8 @@ pub struct DockerRuntime {
     /// Held while a Docker network is looked up and created, so two tasks
     /// of one network do not both create it (see [`DockerRuntime::ensure_network`]).
     networks: Mutex<()>,
+    /// `Docker <server version>`, as the managers are told.
+    engine: String,
 }
 
 /// What the runtime remembers of a task it prepared.
@@ -195,9 +197,11 @@ impl DockerRuntime {
             docker.ping().await?;
             // The engine may be older than bollard's models (20.10 speaks
             // 1.41): speak the lower of the two versions.
-            docker.negotiate_version().await
+            let docker = docker.negotiate_version().await?;
+            let version = docker.version().await?;
+            Ok::<_, DockerError>((docker, version.version.unwrap_or_default()))
         });
-        let docker = docker.map_err(unreachable)?;
+        let (docker, server_version) = docker.map_err(unreachable)?;
         let version = docker.client_version();
         let runtime = Self {
             config,
@@ -205,6 +209,7 @@ impl DockerRuntime {
             rt: Some(rt),
             tasks: Mutex::new(HashMap::new()),
             networks: Mutex::new(()),
+            engine: format!("Docker {server_version}"),
         };
         let mut removed = 0;
         for (id, container) in runtime.containers()? {
@@ -223,6 +228,30 @@ impl DockerRuntime {
     /// The settings it was made with.
     pub fn config(&self) -> &DockerConfig {
         &self.config
+    }
+
+    /// The engine, as `Docker <server version>`.
+    pub fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    /// Makes sure the Docker network `name` of shoal network
+    /// `shoal_network_id` (subnet `subnet`) exists, with the plugin as its
+    /// driver and IPAM driver: what `docker run --network NAME` needs.
+    pub fn make_network(
+        &self,
+        name: &str,
+        shoal_network_id: &str,
+        subnet: std::net::Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), RuntimeError> {
+        let net = TaskNetwork {
+            docker_network: name.to_string(),
+            ip: subnet,
+            prefix_len,
+            shoal_network_id: shoal_network_id.to_string(),
+        };
+        self.ensure_network("-", &net)
     }
 
     /// The network namespace path of a started container
