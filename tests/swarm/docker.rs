@@ -30,9 +30,10 @@ fn docker(args: &[&str]) -> Result<String> {
         .context("run the docker CLI (is Docker installed?)")?;
     if !out.status.success() {
         bail!(
-            "docker {}: {}",
+            "docker {}: {}\n{}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -149,10 +150,15 @@ fn image_services_run_in_docker_and_plain_containers_join_shoal_networks() {
             "busybox mkdir -p /www && busybox hostname > /www/index.html && exec httpd -f -p 80 -h /www",
         ],
     );
+    let created = std::time::Instant::now();
     s.wait_for(Duration::from_secs(60), "2 running containers", || {
         Ok(running(&s, 0, "web")?.len() == 2)
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    println!(
+        "2 containers running {:.2} s after service create",
+        created.elapsed().as_secs_f64()
+    );
     assert_eq!(running(&s, 0, "web").unwrap(), vec!["node0", "node0"]);
     let ids: BTreeSet<String> = tasks(&s, 0, "web")
         .unwrap()
@@ -229,11 +235,13 @@ fn image_services_run_in_docker_and_plain_containers_join_shoal_networks() {
         "sh",
         "-c",
         "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 2 db && exit 0; sleep 0.3; done; \
-         cat /etc/resolv.conf; nslookup db; exit 1",
+         cat /etc/resolv.conf; nslookup db; ip addr; exit 1",
     ])
     .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
     println!("{out}");
     assert!(out.contains("1 packets received"), "{out}");
+    let tries = out.matches("PING db").count() + out.matches("bad address").count();
+    println!("the plain container reached db on try {tries}");
 
     // A killed container is replaced by the orchestrator.
     let victim = containers("web").unwrap()[0].clone();

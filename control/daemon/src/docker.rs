@@ -87,18 +87,35 @@ pub(crate) fn network_maker(docker: Arc<DockerRuntime>) -> AttachableHook {
     })
 }
 
+/// The process that serves the engine's socket (dockerd), named by its
+/// peer credentials.
+async fn engine_pid(socket: &std::path::Path) -> anyhow::Result<i32> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("cannot connect to {}", socket.display()))?;
+    let pid = stream
+        .peer_cred()
+        .context("cannot read the engine's credentials")?
+        .pid()
+        .context("the kernel did not say which process serves the engine's socket")?;
+    Ok(pid)
+}
+
 /// Serves the network and IPAM driver at `/run/docker/plugins/<name>.sock`.
 pub(crate) async fn serve_plugin(
     args: &Args,
     attacher: &DataPlaneAttacher,
     swarm: Arc<Swarm>,
 ) -> anyhow::Result<PluginServer> {
-    let backend = DockerBackend::new(
-        attacher,
-        swarm,
-        tokio::runtime::Handle::current(),
-        args.docker_netns.clone(),
-    );
+    let pid = engine_pid(&args.docker_socket).await?;
+    let netns = match &args.docker_netns {
+        Some(path) => path.clone(),
+        None => PathBuf::from(format!("/proc/{pid}/ns/net")),
+    };
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    tracing::info!(netns = %netns.display(), root = %root.display(), "container interfaces are made in the engine's namespace");
+    let handle = tokio::runtime::Handle::current();
+    let backend = DockerBackend::new(attacher, swarm, handle, netns, root);
     let socket = PathBuf::from(PLUGIN_DIR).join(format!("{}.sock", args.docker_plugin));
     let server = PluginServer::start(socket.clone(), Arc::new(backend))
         .await

@@ -103,14 +103,10 @@ struct Args {
     )]
     docker_plugin: String,
     /// The network namespace of the Docker Engine, where container
-    /// interfaces are made for Docker to move.
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/proc/1/ns/net",
-        env = "SHOAL_DOCKER_NETNS"
-    )]
-    docker_netns: PathBuf,
+    /// interfaces are made for Docker to move (default: that of the
+    /// process serving --docker-socket).
+    #[arg(long, value_name = "PATH", env = "SHOAL_DOCKER_NETNS")]
+    docker_netns: Option<PathBuf>,
 }
 
 /// Entry point of `shoald`.

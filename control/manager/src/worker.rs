@@ -628,13 +628,26 @@ impl Worker {
     async fn push_logs(&mut self, node: &NodeFile, client: &Client) {
         let mut lines = Vec::new();
         let mut cursors = Vec::new();
-        for (id, l) in &self.local {
-            if l.reported < TaskState::Running && l.exit.is_none() {
-                continue;
-            }
-            let Ok(chunk) = self.runtime.logs(id, l.log_next, LOG_BATCH) else {
-                continue;
-            };
+        let wanted: Vec<(String, u64)> = self
+            .local
+            .iter()
+            .filter(|(_, l)| l.reported >= TaskState::Running || l.exit.is_some())
+            .map(|(id, l)| (id.clone(), l.log_next))
+            .collect();
+        // A runtime may block reading logs (Docker's answers over its API).
+        let runtime = self.runtime.clone();
+        let chunks = blocking(move || {
+            Ok(wanted
+                .into_iter()
+                .filter_map(|(id, since)| {
+                    Some((id.clone(), runtime.logs(&id, since, LOG_BATCH).ok()?))
+                })
+                .collect::<Vec<_>>())
+        })
+        .await
+        .unwrap_or_default();
+        for (id, chunk) in chunks {
+            let id = &id;
             if chunk.lines.is_empty() {
                 continue;
             }

@@ -53,6 +53,10 @@ use crate::discovery;
 /// after `Join` (Docker makes it when the container starts).
 const SANDBOX_WAIT: Duration = Duration::from_secs(30);
 
+/// How long the DNS set-up waits for Docker's own resolver rules in a new
+/// container's namespace.
+const DOCKER_RULES_WAIT: Duration = Duration::from_secs(10);
+
 /// The IPAM option naming the shoal network (id or name) of a Docker network.
 pub const NETWORK_OPTION: &str = "network";
 
@@ -174,22 +178,29 @@ pub struct DockerBackend {
     rt: tokio::runtime::Handle,
     /// Docker's network namespace, where interfaces are made for it to move.
     docker_netns: PathBuf,
+    /// Docker's root directory as seen from here (`/proc/<dockerd>/root`):
+    /// its sandbox keys are bind mounts made in its mount namespace, which
+    /// a daemon started in another one (`ip netns exec`) sees only there.
+    engine_root: PathBuf,
 }
 
 impl DockerBackend {
     /// A backend for `attacher`'s node; managers are asked through `swarm`
-    /// on `rt`; interfaces are made in `docker_netns` (dockerd's namespace).
+    /// on `rt`; interfaces are made in `docker_netns` (dockerd's namespace)
+    /// and sandbox keys are read under `engine_root` (dockerd's root).
     pub fn new(
         attacher: &super::DataPlaneAttacher,
         swarm: Arc<Swarm>,
         rt: tokio::runtime::Handle,
         docker_netns: PathBuf,
+        engine_root: PathBuf,
     ) -> Self {
         DockerBackend {
             node: attacher.node.clone(),
             swarm,
             rt,
             docker_netns,
+            engine_root,
         }
     }
 
@@ -273,6 +284,62 @@ impl DockerBackend {
     }
 }
 
+/// `path` as the process whose root is `root` (`/proc/<pid>/root`) sees it:
+/// symbolic links are followed by hand, because an absolute one (Docker's
+/// `/var/run` -> `/run`) would otherwise restart at our own root.
+fn resolve_under(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let bad = || {
+        format!(
+            "sandbox key {} is not a plain absolute path",
+            path.display()
+        )
+    };
+    if !path.is_absolute() {
+        return Err(bad());
+    }
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n.to_os_string())),
+            Component::RootDir | Component::CurDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let mut done = PathBuf::new();
+    let mut links = 0;
+    while let Some(next) = todo.pop() {
+        let candidate = done.join(&next);
+        let seen = root.join(&candidate);
+        match std::fs::symlink_metadata(&seen) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(format!("too many symbolic links in {}", path.display()));
+                }
+                let target = std::fs::read_link(&seen).map_err(|e| e.to_string())?;
+                if target.is_absolute() {
+                    done = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push(n.to_os_string()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ if next == ".." => {
+                done.pop();
+            }
+            _ => done = candidate,
+        }
+    }
+    Ok(root.join(done))
+}
+
 /// Waits (bounded) until `path` is a network namespace: a file on nsfs,
 /// like our own `/proc/self/ns/net`, rather than the empty file Docker
 /// makes first.
@@ -297,19 +364,37 @@ fn wait_for_netns(path: &Path, limit: Duration) -> Result<(), String> {
 
 /// Lets queries to 127.0.0.11:53 inside the namespace at `sandbox` reach
 /// the socket bound there (shoal's) instead of Docker's DNAT to its own
-/// resolver: an ACCEPT at the head of the nat table's OUTPUT chain.
+/// resolver: an ACCEPT at the head of the nat table's OUTPUT chain. Docker
+/// inserts its own jump at the head when it starts its resolver, so this
+/// waits (bounded) for that jump first.
 fn take_over_embedded_dns(sandbox: &Path) -> Result<(), String> {
-    let dns = EMBEDDED_DNS.ip().to_string();
-    for proto in ["udp", "tcp"] {
-        let out = std::process::Command::new("nsenter")
+    let dns = format!("{}/32", EMBEDDED_DNS.ip());
+    let iptables = |args: &[&str]| {
+        std::process::Command::new("nsenter")
             .arg(format!("--net={}", sandbox.display()))
-            .args([
-                "iptables", "-w", "5", "-t", "nat", "-I", "OUTPUT", "1", "-d",
-            ])
-            .arg(format!("{dns}/32"))
-            .args(["-p", proto, "--dport", "53", "-j", "ACCEPT"])
+            .args(["iptables", "-w", "5", "-t", "nat"])
+            .args(args)
             .output()
-            .map_err(|e| format!("cannot run nsenter/iptables: {e}"))?;
+            .map_err(|e| format!("cannot run nsenter/iptables: {e}"))
+    };
+    let deadline = Instant::now() + DOCKER_RULES_WAIT;
+    loop {
+        let docker_jump = iptables(&["-C", "OUTPUT", "-d", &dns, "-j", "DOCKER_OUTPUT"])?;
+        if docker_jump.status.success() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "Docker's resolver rules did not appear in {} within {DOCKER_RULES_WAIT:?}",
+                sandbox.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for proto in ["udp", "tcp"] {
+        let out = iptables(&[
+            "-I", "OUTPUT", "1", "-d", &dns, "-p", proto, "--dport", "53", "-j", "ACCEPT",
+        ])?;
         if !out.status.success() {
             return Err(format!(
                 "iptables in {}: {}",
@@ -461,7 +546,7 @@ impl Backend for DockerBackend {
     }
 
     fn join(&self, request: &JoinRequest) -> Result<JoinResponse, String> {
-        let sandbox = PathBuf::from(&request.sandbox_key);
+        let sandbox = resolve_under(&self.engine_root, Path::new(&request.sandbox_key))?;
         let (key, ifname, networks, first_of_sandbox) = {
             let mut d = self.node.docker.lock().expect("docker lock");
             let first = !d
@@ -638,6 +723,26 @@ mod tests {
         assert_eq!(parse_ip("10.0.1.5").unwrap(), Ipv4Addr::new(10, 0, 1, 5));
         assert!(parse_ip("fe80::1/64").is_err());
         assert_ne!(random_id(), random_id());
+    }
+
+    #[test]
+    fn paths_resolve_under_another_root() {
+        let root = std::env::temp_dir().join(format!("shoal-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("run/docker/netns")).unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+        std::os::unix::fs::symlink("../run", root.join("var/rel")).unwrap();
+        let got = resolve_under(&root, Path::new("/var/run/docker/netns/abc")).unwrap();
+        assert_eq!(got, root.join("run/docker/netns/abc"));
+        let got = resolve_under(&root, Path::new("/var/rel/docker/netns/abc")).unwrap();
+        assert_eq!(got, root.join("run/docker/netns/abc"));
+        assert!(resolve_under(&root, Path::new("relative/x")).is_err());
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(resolve_under(&root, Path::new("/loop/x"))
+            .unwrap_err()
+            .contains("too many"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
