@@ -14,5 +14,6 @@ mod dataplane;
 mod endpoint;
 mod forward;
 mod tables;
+mod vips;
 
 pub use dataplane::{DataPlane, DataPlaneError, FrameCounts, FrameStats};

@@ -49,9 +49,9 @@ pub mod maglev;
 pub mod nat;
 pub mod proxy;
 pub mod reply;
-pub mod vip;
 #[cfg(test)]
 mod testutil;
+pub mod vip;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -159,10 +159,10 @@ impl Service {
     /// Whether `backend` (a flow's real target, port included) still takes
     /// the flows it has: listed as itself or as its address with [`ANY_PORT`].
     fn carries(&self, backend: SocketAddrV4) -> bool {
-        let state = self
-            .backends
-            .get(&backend)
-            .or_else(|| self.backends.get(&SocketAddrV4::new(*backend.ip(), ANY_PORT)));
+        let state = self.backends.get(&backend).or_else(|| {
+            self.backends
+                .get(&SocketAddrV4::new(*backend.ip(), ANY_PORT))
+        });
         matches!(state, Some(BackendState::Active | BackendState::Draining))
     }
 

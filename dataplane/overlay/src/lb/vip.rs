@@ -248,7 +248,10 @@ impl VipTable {
         {
             return false;
         }
-        match self.balancer.handle_reply_with(now, &mut frame[ETH..], csum) {
+        match self
+            .balancer
+            .handle_reply_with(now, &mut frame[ETH..], csum)
+        {
             ReplyVerdict::NotTracked => false,
             ReplyVerdict::Translated { vip, .. } => {
                 frame[6..12].copy_from_slice(&vip_mac(*vip.ip()).0);

@@ -111,7 +111,10 @@ fn every_port_is_balanced_and_keeps_its_number_and_the_answer_comes_from_the_vip
         let backend = forwarded(v.from_endpoint(t(0), &mut f, L4Checksum::Complete, &mut reply));
         let (ip, tcp_h) = ipv4(&f);
         assert_eq!(ip.destination, backend.octets());
-        assert_eq!(ip.source, CLIENT, "no source NAT: the backend sees the client");
+        assert_eq!(
+            ip.source, CLIENT,
+            "no source NAT: the backend sees the client"
+        );
         assert_eq!(tcp_h.destination_port, port, "the port addressed is kept");
 
         // The backend's answer, on its way to the client's device.
@@ -153,7 +156,11 @@ fn other_frames_pass_untouched() {
     let v = &mut table(&[(B1, true)]);
     let mut reply = [0u8; 256];
     for mut f in [
-        eth(mac(B1), mac(CLIENT), &tcp(sa(CLIENT, 1), sa(B1, 80), SYN, b"")),
+        eth(
+            mac(B1),
+            mac(CLIENT),
+            &tcp(sa(CLIENT, 1), sa(B1, 80), SYN, b""),
+        ),
         vec![0u8; 10],
         {
             let mut f = to_vip(&tcp(sa(CLIENT, 1), sa(VIP, 80), SYN, b""));
@@ -183,7 +190,12 @@ fn a_draining_backend_keeps_its_flows_and_gets_no_new_ones() {
         pinned.entry(b).or_insert(port);
     }
     assert!(v.set_services(&[service(&[(B1, false), (B2, true)])]));
-    let mut old = to_vip(&tcp(sa(CLIENT, pinned[&Ipv4Addr::from(B1)]), sa(VIP, 80), ACK, b""));
+    let mut old = to_vip(&tcp(
+        sa(CLIENT, pinned[&Ipv4Addr::from(B1)]),
+        sa(VIP, 80),
+        ACK,
+        b"",
+    ));
     assert_eq!(
         forwarded(v.from_endpoint(t(1), &mut old, L4Checksum::Complete, &mut reply)),
         Ipv4Addr::from(B1)
