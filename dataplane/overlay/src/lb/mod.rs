@@ -363,26 +363,27 @@ impl Balancer {
         let seen = flags.map_or(Seen::Udp, Seen::Tcp);
         let opens = flags.is_some_and(|f| f.syn() && !f.ack());
 
+        // One connection-table lookup serves both directions.
+        let tracked = self
+            .conntrack
+            .get(now, &key)
+            .map(|(dir, e)| (dir, e.backend, e.state, e.is_hairpin(), e.vip(), e.client()));
         // The answer of a hairpin flow's backend goes to the VIP too.
-        if let Some((Direction::Reply, e)) = self.conntrack.get(now, &key) {
-            if e.is_hairpin() {
-                let (vip, client) = (e.vip(), e.client());
-                self.conntrack.observe(now, &key, seen);
-                p.set_src(vip, csum);
-                p.set_dst(client, csum);
-                return LbVerdict::Hairpin { to: client };
-            }
+        if let Some((Direction::Reply, _, _, true, vip, client)) = tracked {
+            self.conntrack.observe(now, &key, seen);
+            p.set_src(vip, csum);
+            p.set_dst(client, csum);
+            return LbVerdict::Hairpin { to: client };
         }
         let Some(svc) = service_for(&self.services, key.dst, key.proto) else {
             return LbVerdict::NotForVip;
         };
 
-        if let Some((Direction::Original, e)) = self.conntrack.get(now, &key) {
-            let backend = e.backend;
+        if let Some((Direction::Original, backend, state, ..)) = tracked {
             // A SYN on a closed flow is the client reusing its port: a new flow.
             let reopened = opens
                 && matches!(
-                    e.state,
+                    state,
                     conntrack::FlowState::Tcp(
                         conntrack::TcpState::TimeWait | conntrack::TcpState::Close
                     )
