@@ -2,7 +2,7 @@
 //! namespaces on one node (root), real TCP through the switch.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,36 @@ fn serve(ns: &Namespace, name: &'static str, port: u16, stop: Arc<AtomicBool>) {
     });
 }
 
+/// A UDP backend on `port` inside `ns`: answers each datagram with `name`.
+fn serve_udp(ns: &Namespace, name: &'static str, port: u16, stop: Arc<AtomicBool>) {
+    let sock = ns
+        .run(move || UdpSocket::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(name.as_bytes(), from);
+            }
+        }
+    });
+}
+
+/// One datagram from `ns` to `VIP:port` (a connected socket, so an ICMP
+/// error comes back as an error); the answer and who sent it.
+fn udp_ask(ns: &Namespace, port: u16) -> std::io::Result<(String, SocketAddr)> {
+    let sock = ns.run(|| UdpSocket::bind(("0.0.0.0", 0))).unwrap()?;
+    sock.connect(SocketAddrV4::new(VIP, port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    sock.send(b"who?")?;
+    let mut buf = [0u8; 64];
+    let (n, from) = sock.recv_from(&mut buf)?;
+    Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+}
+
 /// Connects from `ns` to `VIP:port`.
 fn connect(ns: &Namespace, port: u16) -> std::io::Result<TcpStream> {
     ns.run(move || {
@@ -183,6 +213,8 @@ fn a_vip_balances_every_port_drains_resets_and_hairpins() {
         serve(&b, "b", port, stop.clone());
         serve(&c, "c", port, stop.clone());
     }
+    serve_udp(&b, "b", 5353, stop.clone());
+    serve_udp(&c, "c", 5353, stop.clone());
 
     // Before any VIP, nobody answers for it.
     assert!(connect(&a, 7000).is_err());
@@ -191,6 +223,11 @@ fn a_vip_balances_every_port_drains_resets_and_hairpins() {
     dp.set_vip_services("blue", &service(&[(4, true), (3, true)]))
         .unwrap();
     assert_eq!(dp.vip_services("blue"), service(&[(3, true), (4, true)]));
+    // The switch answers ARP and ping for the VIP itself.
+    let ping = a
+        .output(["ping", "-c", "1", "-W", "2", &VIP.to_string()])
+        .expect("ping (iputils) answers for the VIP");
+    assert!(ping.status.success());
 
     // Both backends, on both ports; each sees the client's own address.
     let mut seen = std::collections::BTreeSet::new();
@@ -201,6 +238,15 @@ fn a_vip_balances_every_port_drains_resets_and_hairpins() {
         seen.insert((got, port));
     }
     assert_eq!(seen.len(), 4, "both backends on both ports: {seen:?}");
+
+    // UDP too, the answers coming from the VIP.
+    let mut udp_seen = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        let (who, from) = udp_ask(&a, 5353).expect("a UDP answer");
+        assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(VIP, 5353)));
+        udp_seen.insert(who);
+    }
+    assert_eq!(udp_seen.len(), 2, "{udp_seen:?}");
 
     // A flow pinned to c, held open.
     let mut held = (0..64)
@@ -234,9 +280,11 @@ fn a_vip_balances_every_port_drains_resets_and_hairpins() {
     // VIP as the peer (hairpin flows are source-NATed).
     assert_eq!(ask(&b, 7000), "b 10.0.0.100");
 
-    // No backend: refused at once.
+    // No backend: refused at once (TCP RST, ICMP port unreachable).
     dp.set_vip_services("blue", &service(&[])).unwrap();
     let e = connect(&a, 7000).expect_err("no backend");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    let e = udp_ask(&a, 5353).expect_err("no backend");
     assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
 
     // No VIP at all: the table goes and the address is unanswered again.
