@@ -343,3 +343,29 @@ fn setting_the_same_services_again_changes_nothing() {
     assert!(v.balancer().services().is_empty());
     assert!(!v.set_services(&[]));
 }
+
+proptest::proptest! {
+    /// Any bytes after an Ethernet header for IPv4 or ARP, sent to the VIP or
+    /// not, never panic either way, whatever the checksum state.
+    #[test]
+    fn garbage_never_panics(
+        arp in proptest::bool::ANY,
+        partial in proptest::bool::ANY,
+        to_vip in proptest::bool::ANY,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..96),
+    ) {
+        // The client is one of the backends: hairpin paths are reached too.
+        let v = &mut table(&[(CLIENT, true), (B1, true)]);
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(if arp { &ETHERTYPE_ARP } else { &ETHERTYPE_IPV4 });
+        f.extend_from_slice(&body);
+        if to_vip && f.len() >= ETH + 20 {
+            f[ETH] = 0x45;
+            f[ETH + 16..ETH + 20].copy_from_slice(&VIP);
+        }
+        let csum = if partial { L4Checksum::Partial } else { L4Checksum::Complete };
+        let mut reply = [0u8; 256];
+        let _ = v.from_endpoint(t(0), &mut f, csum, &mut reply);
+        let _ = v.to_endpoint(t(0), &mut f, csum);
+    }
+}
