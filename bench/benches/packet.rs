@@ -12,6 +12,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use shoal_overlay::keys::{Cipher, KeyRing, NetworkKey};
 use shoal_overlay::lb::flow::Proto;
 use shoal_overlay::lb::maglev::{BackendId, Maglev, TableSize};
+use shoal_overlay::lb::nat::L4Checksum;
+use shoal_overlay::lb::vip::{VipAction, VipBackend, VipService, VipTable};
 use shoal_overlay::lb::{Backend, BackendState, Balancer, BalancerConfig};
 use shoal_overlay::offload::{Push, TcpCoalescer, TsoPlan, VnetHdr, GSO_TCPV4, VNET_F_NEEDS_CSUM};
 use shoal_overlay::seal::{Opener, RekeyPolicy, Sealer, SEALED_PAYLOAD_AT, TAG_LEN};
@@ -195,5 +197,87 @@ fn maglev(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, plain, sealed, offload, maglev);
+/// The per-frame VIP path of the switch (`lb::vip::VipTable`): a frame a
+/// task sends to a VIP (VIP test, conntrack hit, DNAT of an established flow),
+/// the backend's answer on its way back (conntrack hit, reverse NAT), and a
+/// frame to an ordinary address on a network that has VIPs.
+fn vip(c: &mut Criterion) {
+    let mut g = c.benchmark_group("vip");
+    let vip = Ipv4Addr::new(10, 0, 0, 100);
+    let mut table = VipTable::new(BalancerConfig::default()).unwrap();
+    table.set_services(&[VipService {
+        vip,
+        backends: (1..=10)
+            .map(|i| VipBackend {
+                ip: Ipv4Addr::new(10, 0, 1, i),
+                active: true,
+            })
+            .collect(),
+    }]);
+    // Ethernet + IPv4 + TCP ACK, 10.0.0.2:40000 -> VIP:80, checksums right.
+    let mut frame = [0u8; 54];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    {
+        let ip = &mut frame[14..];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        ip[16..20].copy_from_slice(&vip.octets());
+        ip[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        ip[22..24].copy_from_slice(&80u16.to_be_bytes());
+        ip[32] = 5 << 4;
+        ip[33] = 0x10;
+    }
+    let original = frame;
+    let mut reply = vec![0u8; 256];
+    let now = Duration::from_secs(1);
+    // Track the flow and learn its backend.
+    let backend = match table.from_endpoint(now, &mut frame, L4Checksum::Complete, &mut reply) {
+        VipAction::Forward { backend } => backend,
+        other => panic!("{other:?}"),
+    };
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("to_vip/established", |b| {
+        b.iter(|| {
+            frame = original;
+            black_box(table.from_endpoint(
+                now,
+                black_box(&mut frame),
+                L4Checksum::Complete,
+                &mut reply,
+            ))
+        })
+    });
+    // The backend's answer: backend:80 -> 10.0.0.2:40000.
+    let mut answer = original;
+    answer[14 + 12..14 + 16].copy_from_slice(&backend.octets());
+    answer[14 + 16..14 + 20].copy_from_slice(&[10, 0, 0, 2]);
+    answer[14 + 20..14 + 22].copy_from_slice(&80u16.to_be_bytes());
+    answer[14 + 22..14 + 24].copy_from_slice(&40000u16.to_be_bytes());
+    let answer0 = answer;
+    assert!(table.to_endpoint(now, &mut answer, L4Checksum::Complete));
+    g.bench_function("from_backend/reverse_nat", |b| {
+        b.iter(|| {
+            answer = answer0;
+            black_box(table.to_endpoint(now, black_box(&mut answer), L4Checksum::Complete))
+        })
+    });
+    let mut other = original;
+    other[14 + 16..14 + 20].copy_from_slice(&[10, 0, 1, 1]);
+    g.bench_function("not_for_vip", |b| {
+        b.iter(|| {
+            black_box(table.from_endpoint(
+                now,
+                black_box(&mut other),
+                L4Checksum::Complete,
+                &mut reply,
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, plain, sealed, offload, maglev, vip);
 criterion_main!(benches);

@@ -60,7 +60,7 @@ fn forwarding(s: &Swarm, i: usize) -> Result<BTreeSet<Ipv4Addr>> {
 /// IPv4 addresses of `name` as resolved inside the task whose process is
 /// `pid` (its network and mount namespaces, so its resolv.conf: the
 /// embedded DNS). Empty when the name does not resolve.
-fn resolve_in(pid: u32, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
+pub(crate) fn resolve_in(pid: u32, name: &str) -> Result<BTreeSet<Ipv4Addr>> {
     let out = std::process::Command::new("timeout")
         .args(["10", "nsenter", "-t", &pid.to_string(), "-n", "-m"])
         .args(["getent", "ahostsv4", name])
@@ -96,7 +96,7 @@ fn reverse_in(pid: u32, ip: Ipv4Addr) -> Result<String> {
 }
 
 /// The first address of each running task of `service` (network order).
-fn task_ips(s: &Swarm, service: &str) -> Result<BTreeMap<String, Ipv4Addr>> {
+pub(crate) fn task_ips(s: &Swarm, service: &str) -> Result<BTreeMap<String, Ipv4Addr>> {
     Ok(tasks(s, 0, service)?
         .iter()
         .filter(|t| {
@@ -120,7 +120,7 @@ fn task_nodes(s: &Swarm, service: &str) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-fn create(s: &Swarm, args: &[&str]) {
+pub(crate) fn create(s: &Swarm, args: &[&str]) {
     let mut all = vec!["service", "create", "--detach"];
     all.extend_from_slice(args);
     s.shoal_ok(0, &all);
@@ -492,9 +492,11 @@ fn names_resolve_inside_tasks_per_network() {
         Ok(resolve_in(pid, "tasks.web")? == web_ips)
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
-    // No virtual IPs yet: the service name gives its tasks, like dnsrr.
-    assert_eq!(resolve_in(pid, "web").unwrap(), web_ips);
-    assert_eq!(resolve_in(pid, "WEB.").unwrap(), web_ips);
+    // The service name gives its virtual IP, which no task holds.
+    let vip = crate::vip::service_vip(&s, "web").unwrap();
+    assert!(!web_ips.contains(&vip));
+    assert_eq!(resolve_in(pid, "web").unwrap(), BTreeSet::from([vip]));
+    assert_eq!(resolve_in(pid, "WEB.").unwrap(), BTreeSet::from([vip]));
     for (name, ip) in &web {
         assert_eq!(
             resolve_in(pid, name).unwrap(),

@@ -11,6 +11,7 @@ mod http;
 mod lifecycle;
 mod mesh;
 mod tasks;
+mod vip;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

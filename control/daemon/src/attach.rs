@@ -430,6 +430,10 @@ impl NodeNet {
                     }
                 }
                 last.insert(spec.name.clone(), now);
+                let vips = discovery::vip_services(view, &spec.name);
+                if let Err(e) = dp.set_vip_services(&spec.name, &vips) {
+                    tracing::warn!(network = %spec.name, error = %e, "cannot set the virtual IPs");
+                }
             }
         }
         if let Some(i) = self.ingress.lock().expect("ingress lock").as_ref() {
@@ -733,7 +737,7 @@ impl NetworkAttacher for DataPlaneAttacher {
                 .networks
                 .iter()
                 .map(|a| {
-                    let r = discovery::task_record(task, a.ip, &node_id, node_addr);
+                    let r = discovery::task_record(task, &a.network_id, a.ip, &node_id, node_addr);
                     (a.network_id.clone(), r)
                 })
                 .collect();

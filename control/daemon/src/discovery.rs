@@ -8,9 +8,12 @@
 //!   ([`remote_plan`]), so a dead node's tasks leave the forwarding tables as
 //!   soon as gossip declares it down;
 //! - each task's DNS zone ([`zone_endpoints`]), built from the networks that
-//!   task is attached to and no other, served at 127.0.0.11 in its namespace.
+//!   task is attached to and no other, served at 127.0.0.11 in its namespace;
+//! - the virtual IPs the data plane balances on each network and their
+//!   backends ([`vip_services`]), so a drained task takes no new flows and a
+//!   gone one none at all, on every node, as soon as gossip says so.
 //!
-//! Both functions are pure; the attacher applies their results.
+//! These functions are pure; the attacher applies their results.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use shoal_gossip::{EndpointRecord, TableView};
 use shoal_manager::dispatch::AssignedTask;
 use shoal_manager::state::ClusterKey;
-use shoal_node::config::RemoteEndpoint;
+use shoal_node::config::{RemoteEndpoint, VipBackend, VipService};
 use shoal_overlay::mac::MacAddr;
 
 /// UDP and TCP port of gossip (Docker's).
@@ -65,6 +68,39 @@ pub fn remote_plan(view: &TableView, network: &str, own: IpAddr) -> RemotePlan {
     }
 }
 
+/// The VIP services of `network` in `view`: each VIP the records carry
+/// (services in endpoint mode `vip`), with the tasks that carry it as
+/// backends, active unless disabled (draining). A task listed twice (moving
+/// between nodes) is active if either copy is. A VIP that is also a task's
+/// address is left out (the data plane would refuse the whole network's
+/// list), and so is a backend whose address is a VIP.
+pub fn vip_services(view: &TableView, network: &str) -> Vec<VipService> {
+    let records = view.endpoints(network);
+    let task_ips: BTreeSet<Ipv4Addr> = records.iter().map(|r| r.ip).collect();
+    let mut by_vip: BTreeMap<Ipv4Addr, BTreeMap<Ipv4Addr, bool>> = BTreeMap::new();
+    for r in records {
+        let Some(vip) = r.vip.filter(|_| !r.dnsrr) else {
+            continue;
+        };
+        if task_ips.contains(&vip) {
+            continue;
+        }
+        *by_vip.entry(vip).or_default().entry(r.ip).or_default() |= !r.disabled;
+    }
+    let vips: BTreeSet<Ipv4Addr> = by_vip.keys().copied().collect();
+    by_vip
+        .into_iter()
+        .map(|(vip, backends)| VipService {
+            vip,
+            backends: backends
+                .into_iter()
+                .filter(|(ip, _)| !vips.contains(ip))
+                .map(|(ip, active)| VipBackend { ip, active })
+                .collect(),
+        })
+        .collect()
+}
+
 /// The DNS endpoints a task attached to `networks` may see.
 pub fn zone_endpoints(view: &TableView, networks: &[String]) -> Vec<shoal_dns::Endpoint> {
     networks
@@ -85,9 +121,11 @@ pub fn zone_endpoints(view: &TableView, networks: &[String]) -> Vec<shoal_dns::E
         .collect()
 }
 
-/// The record a node publishes for its task `task` on `network` at `ip`.
+/// The record a node publishes for its task `task` on network `network`
+/// (id) at `ip`, with its service's VIP there (none for `dnsrr`).
 pub fn task_record(
     task: &AssignedTask,
+    network: &str,
     ip: Ipv4Addr,
     node_id: &str,
     node_addr: IpAddr,
@@ -97,7 +135,11 @@ pub fn task_record(
         task_name: task.name.clone(),
         service_name: task.service_name.clone(),
         service_id: task.service_id.clone(),
-        vip: None,
+        vip: task
+            .vips
+            .iter()
+            .find(|v| v.network_id == network && !task.dnsrr)
+            .map(|v| v.ip),
         ip,
         mac: shoal_manager::state::task::task_mac(ip),
         node_id: node_id.to_string(),
@@ -327,6 +369,130 @@ mod tests {
         assert!(eps.iter().any(|e| e.task_id == "x" && !e.healthy));
         let both = zone_endpoints(&v, &["net1".to_string(), "net2".to_string()]);
         assert!(both.iter().any(|e| e.service_name == "db"));
+    }
+
+    fn with_vip(mut r: EndpointRecord, vip: [u8; 4]) -> EndpointRecord {
+        r.vip = Some(Ipv4Addr::from(vip));
+        r
+    }
+
+    fn backend(ip: [u8; 4], active: bool) -> VipBackend {
+        VipBackend {
+            ip: Ipv4Addr::from(ip),
+            active,
+        }
+    }
+
+    #[test]
+    fn each_vip_gets_its_tasks_as_backends_and_a_drained_one_is_inactive() {
+        let mut drained = with_vip(
+            record("c", "web", [10, 0, 1, 5], [10, 99, 0, 13]),
+            [10, 0, 1, 2],
+        );
+        drained.disabled = true;
+        let mut rr = record("r", "rr", [10, 0, 1, 7], [10, 99, 0, 12]);
+        rr.vip = Some(Ipv4Addr::new(10, 0, 1, 8));
+        rr.dnsrr = true;
+        let v = view(&[
+            (
+                "net1",
+                vec![
+                    with_vip(
+                        record("a", "web", [10, 0, 1, 3], [10, 99, 0, 11]),
+                        [10, 0, 1, 2],
+                    ),
+                    with_vip(
+                        record("b", "web", [10, 0, 1, 4], [10, 99, 0, 12]),
+                        [10, 0, 1, 2],
+                    ),
+                    drained,
+                    with_vip(
+                        record("d", "db", [10, 0, 1, 6], [10, 99, 0, 12]),
+                        [10, 0, 1, 9],
+                    ),
+                    // No VIP (an ingress sandbox, or dnsrr): no service.
+                    record("s", "", [10, 0, 1, 10], [10, 99, 0, 12]),
+                    rr,
+                ],
+            ),
+            (
+                "net2",
+                vec![with_vip(
+                    record("e", "web", [10, 0, 2, 3], [10, 99, 0, 15]),
+                    [10, 0, 2, 2],
+                )],
+            ),
+        ]);
+        assert_eq!(
+            vip_services(&v, "net1"),
+            vec![
+                VipService {
+                    vip: Ipv4Addr::new(10, 0, 1, 2),
+                    backends: vec![
+                        backend([10, 0, 1, 3], true),
+                        backend([10, 0, 1, 4], true),
+                        backend([10, 0, 1, 5], false),
+                    ],
+                },
+                VipService {
+                    vip: Ipv4Addr::new(10, 0, 1, 9),
+                    backends: vec![backend([10, 0, 1, 6], true)],
+                },
+            ]
+        );
+        assert_eq!(vip_services(&v, "net2").len(), 1);
+        assert!(vip_services(&v, "net3").is_empty());
+    }
+
+    #[test]
+    fn a_moving_task_is_active_if_either_copy_is_and_clashing_vips_are_left_out() {
+        let mut old = with_vip(
+            record("a", "web", [10, 0, 1, 3], [10, 99, 0, 11]),
+            [10, 0, 1, 2],
+        );
+        old.disabled = true;
+        let new = with_vip(
+            record("a2", "web", [10, 0, 1, 3], [10, 99, 0, 12]),
+            [10, 0, 1, 2],
+        );
+        // A stale VIP that is now a task's address.
+        let stale = with_vip(
+            record("x", "old", [10, 0, 1, 4], [10, 99, 0, 12]),
+            [10, 0, 1, 3],
+        );
+        let v = view(&[("net1", vec![old, new, stale])]);
+        assert_eq!(
+            vip_services(&v, "net1"),
+            vec![VipService {
+                vip: Ipv4Addr::new(10, 0, 1, 2),
+                backends: vec![backend([10, 0, 1, 3], true)],
+            }]
+        );
+    }
+
+    #[test]
+    fn a_task_record_carries_its_service_s_vip_on_that_network() {
+        use shoal_manager::state::TaskNetwork;
+        let net = |id: &str, ip: [u8; 4]| TaskNetwork {
+            network_id: id.into(),
+            ip: Ipv4Addr::from(ip),
+        };
+        let mut task: AssignedTask = serde_json::from_value(serde_json::json!({
+            "id": "t1", "name": "web.1.t1", "service_id": "s1", "service_name": "web",
+            "slot": 1, "desired_state": "running", "state": "running",
+            "command": [], "env": [], "networks": [],
+        }))
+        .unwrap();
+        task.vips = vec![net("net1", [10, 0, 1, 2]), net("net2", [10, 0, 2, 2])];
+        let own: IpAddr = "10.99.0.11".parse().unwrap();
+        let r = task_record(&task, "net2", Ipv4Addr::new(10, 0, 2, 5), "n1", own);
+        assert_eq!(r.vip, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(r.ip, Ipv4Addr::new(10, 0, 2, 5));
+        let r = task_record(&task, "net3", Ipv4Addr::new(10, 0, 3, 5), "n1", own);
+        assert_eq!(r.vip, None, "no VIP on that network");
+        task.dnsrr = true;
+        let r = task_record(&task, "net1", Ipv4Addr::new(10, 0, 1, 5), "n1", own);
+        assert_eq!(r.vip, None, "dnsrr services have no VIP");
     }
 
     fn key(id: u8, at: u64) -> ClusterKey {

@@ -13,6 +13,8 @@ use shoal_overlay::mac::MacAddr;
 use shoal_overlay::seal::SEAL_OVERHEAD;
 use shoal_overlay::vxlan::{Vni, PLAIN_OVERHEAD, VXLAN_PORT};
 
+pub use shoal_overlay::lb::vip::{VipBackend, VipService};
+
 /// Everything the data plane of one node needs.
 #[derive(Debug, Clone)]
 pub struct DataPlaneConfig {
@@ -231,6 +233,53 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Checks the VIP services of network `network` (subnet `subnet`): every
+/// VIP and backend inside the subnet and neither its network nor its
+/// broadcast address, each VIP listed once and never a backend's address.
+pub fn validate_vip_services(
+    network: &str,
+    subnet: Ipv4Net,
+    services: &[VipService],
+) -> Result<(), ConfigError> {
+    let usable =
+        |ip: &Ipv4Addr| subnet.contains(ip) && *ip != subnet.network() && *ip != subnet.broadcast();
+    let mut vips = std::collections::HashSet::new();
+    let backends: std::collections::HashSet<Ipv4Addr> = services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| b.ip))
+        .collect();
+    for s in services {
+        let f = |x: &str| format!("network[{network}].vip[{}].{x}", s.vip);
+        if !usable(&s.vip) {
+            return Err(invalid(
+                f("vip"),
+                format!("{} is not a host address of the subnet {subnet}", s.vip),
+            ));
+        }
+        if !vips.insert(s.vip) {
+            return Err(invalid(f("vip"), "listed twice"));
+        }
+        if backends.contains(&s.vip) {
+            return Err(invalid(
+                f("vip"),
+                format!(
+                    "{} is also a backend's address; a VIP is never a task's",
+                    s.vip
+                ),
+            ));
+        }
+        for b in &s.backends {
+            if !usable(&b.ip) {
+                return Err(invalid(
+                    f("backends"),
+                    format!("{} is not a host address of the subnet {subnet}", b.ip),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {

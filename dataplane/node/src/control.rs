@@ -33,6 +33,15 @@ pub(crate) struct Control {
     networks: std::collections::HashMap<String, NetworkState>,
     /// The running local endpoints.
     pub(crate) endpoints: Vec<RunningEndpoint>,
+    /// Each network's VIP services as last set (see [`crate::vips`]).
+    pub(crate) vips: std::collections::HashMap<String, Vec<shoal_overlay::lb::vip::VipService>>,
+}
+
+impl Control {
+    /// The subnet of network `name`, if it exists.
+    pub(crate) fn subnet(&self, name: &str) -> Option<Ipv4Net> {
+        self.networks.get(name).map(|n| n.subnet)
+    }
 }
 
 /// The settings of a network that the switch does not hold.
@@ -240,8 +249,10 @@ impl DataPlane {
         let id = network_id(&t, name)?;
         t.switch.remove_network(id)?;
         t.set_crypto(id, None);
+        t.set_vips(id, None);
         drop(t);
         control.networks.remove(name);
+        control.vips.remove(name);
         tracing::info!(network = %name, "network removed");
         Ok(true)
     }

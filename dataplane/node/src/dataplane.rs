@@ -372,7 +372,8 @@ impl Drop for DataPlane {
     }
 }
 
-/// Rekeys sealers whose session is due, once a second.
+/// Rekeys sealers whose session is due and reaps expired VIP flows, once a
+/// second.
 fn housekeeping_loop(s: &Shared) {
     let mut since = Duration::ZERO;
     while !s.stop.load(Ordering::Relaxed) {
@@ -390,6 +391,10 @@ fn housekeeping_loop(s: &Shared) {
                     lock_poisoned(sealer.write()).rekey(now);
                 }
             }
+        }
+        let now = crate::vips::monotonic_now();
+        for vips in t.all_vips() {
+            lock_poisoned(vips.lock()).expire(now);
         }
     }
 }

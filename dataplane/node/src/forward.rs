@@ -21,8 +21,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_overlay::counters::DropReason;
+use shoal_overlay::lb::nat::L4Checksum;
+use shoal_overlay::lb::vip::VipAction;
 use shoal_overlay::offload::{
-    complete_checksum, ipv4_tcp_checksum_valid, Push, TcpCoalescer, TsoPlan, VnetHdr, VNET_HDR_LEN,
+    complete_checksum, ipv4_tcp_checksum_valid, Push, TcpCoalescer, TsoPlan, VnetHdr,
+    VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
 };
 use shoal_overlay::seal::{SEALED_PAYLOAD_AT, TAG_LEN};
 use shoal_overlay::switch::{EndpointId, Verdict, ARP_FRAME_LEN};
@@ -33,6 +36,7 @@ use shoal_sys::udp::{recv_gro, send_gso, MAX_GSO_SEGMENTS};
 
 use crate::dataplane::{lock_poisoned, Shared};
 use crate::tables::{LocalEndpoint, NetCrypto, Tables};
+use crate::vips::monotonic_now;
 
 /// How long a thread waits in `poll` before checking for shutdown.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -126,6 +130,52 @@ fn handle_endpoint_frame(
 ) -> Result<(), DropReason> {
     let hdr = VnetHdr::parse(&b.frame[HEADROOM - VNET_HDR_LEN..])?;
     let frame_end = HEADROOM + len;
+    // One read guard for the verdict and for carrying it out: the endpoint or
+    // network it names cannot go away in between (see `crate::tables`).
+    let t = lock_poisoned(s.tables.read());
+    // Virtual IPs first (one test when no network has any): the balancer may
+    // rewrite the headers that the switch and the TSO plan then read.
+    let vips = if t.has_vips() {
+        t.switch
+            .endpoint_network(ep)
+            .and_then(|net| Some((net, t.vips(net)?)))
+    } else {
+        None
+    };
+    let csum = if hdr.flags & VNET_F_NEEDS_CSUM != 0 {
+        L4Checksum::Partial
+    } else {
+        L4Checksum::Complete
+    };
+    if let Some((net, table)) = vips {
+        let action = lock_poisoned(table.lock()).from_endpoint(
+            monotonic_now(),
+            &mut b.frame[HEADROOM..frame_end],
+            csum,
+            &mut b.out[VNET_HDR_LEN..],
+        );
+        match action {
+            VipAction::Pass => {}
+            VipAction::Forward { backend } => {
+                let mac = t
+                    .switch
+                    .mac_of(net, backend)
+                    .ok_or(DropReason::UnknownDestination)?;
+                b.frame[HEADROOM..HEADROOM + 6].copy_from_slice(&mac.0);
+            }
+            VipAction::Hairpin => {
+                // Back to the sender, offloads intact.
+                write_tap(s, w, own, &b.frame[HEADROOM - VNET_HDR_LEN..frame_end]);
+                return Ok(());
+            }
+            VipAction::Reply(n) => {
+                VnetHdr::default().emit(&mut b.out[..VNET_HDR_LEN]);
+                write_tap(s, w, own, &b.out[..VNET_HDR_LEN + n]);
+                return Ok(());
+            }
+            VipAction::Drop(reason) => return Err(reason),
+        }
+    }
     let plan = if hdr.is_gso() {
         Some(TsoPlan::new(&b.frame[HEADROOM..frame_end], &hdr)?)
     } else {
@@ -133,9 +183,6 @@ fn handle_endpoint_frame(
     };
     // The switch judges a super-frame by its headers and the size of one segment.
     let judged = plan.map_or(len, |p| p.segment_len(0));
-    // One read guard for the verdict and for carrying it out: the endpoint or
-    // network it names cannot go away in between (see `crate::tables`).
-    let t = lock_poisoned(s.tables.read());
     let verdict = t.switch.from_endpoint(
         ep,
         &b.frame[HEADROOM..HEADROOM + judged],
@@ -144,6 +191,14 @@ fn handle_endpoint_frame(
     match verdict {
         // Same node: the virtio header travels with the frame, offloads intact.
         Verdict::Deliver(to) => {
+            // A local backend's answer to a local client of its VIP.
+            if let Some((_, table)) = vips {
+                lock_poisoned(table.lock()).to_endpoint(
+                    monotonic_now(),
+                    &mut b.frame[HEADROOM..frame_end],
+                    csum,
+                );
+            }
             write_endpoint(s, &t, w, to, &b.frame[HEADROOM - VNET_HDR_LEN..frame_end])
         }
         Verdict::Reply(n) => {
@@ -398,6 +453,18 @@ fn handle_datagram(
     );
     match verdict {
         Verdict::Deliver(to) => {
+            // A remote backend's answer to a local client of its VIP; before
+            // merging, so a merged super-frame is translated as a whole.
+            if t.has_vips() {
+                let table = t.switch.network_by_vni(repr.vni).and_then(|n| t.vips(n));
+                if let Some(table) = table {
+                    lock_poisoned(table.lock()).to_endpoint(
+                        monotonic_now(),
+                        &mut buf[inner_at..inner_end],
+                        L4Checksum::Complete,
+                    );
+                }
+            }
             let frame = &buf[inner_at..inner_end];
             // Sealed frames are authenticated end to end; plain ones may have
             // crossed a path without UDP checksums, so verify before merging.

@@ -9,11 +9,17 @@
 //! loop's GRO state, kept for the rest of one receive batch); endpoint ids
 //! carry a generation so that such a stale id finds nothing rather than the
 //! endpoint that took its slot ([`EndpointSlab`]).
+//!
+//! Each network with virtual IPs has a [`VipTable`] behind its own mutex: the
+//! balancer changes its connection table on every packet it handles. Lanes
+//! take it only for frames of such a network, after one test
+//! ([`Tables::has_vips`]) that is false on a node with no VIP at all.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, RwLock};
 
 use shoal_overlay::counters::DropReason;
+use shoal_overlay::lb::vip::VipTable;
 use shoal_overlay::seal::{Opener, Sealer};
 use shoal_overlay::switch::{EndpointId, NetworkId, Switch};
 use shoal_overlay::vxlan::Vni;
@@ -56,6 +62,10 @@ pub(crate) struct Tables {
     /// Indexed by `NetworkId`; `None` for plain networks and free slots.
     crypto: Vec<Option<NetCrypto>>,
     pub(crate) endpoints: EndpointSlab<std::sync::Arc<LocalEndpoint>>,
+    /// Indexed by `NetworkId`; `None` for networks without VIPs.
+    vips: Vec<Option<Mutex<VipTable>>>,
+    /// How many networks have VIPs.
+    vip_networks: usize,
 }
 
 impl Tables {
@@ -64,7 +74,40 @@ impl Tables {
             switch: Switch::new(),
             crypto: Vec::new(),
             endpoints: EndpointSlab::new(),
+            vips: Vec::new(),
+            vip_networks: 0,
         }
+    }
+
+    /// True when some network has VIPs: the one test a frame pays otherwise.
+    pub(crate) fn has_vips(&self) -> bool {
+        self.vip_networks > 0
+    }
+
+    /// The VIPs of network `id`, if it has any.
+    pub(crate) fn vips(&self, id: NetworkId) -> Option<&Mutex<VipTable>> {
+        self.vips.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Sets (or, with `None`, clears) the VIPs of network `id`.
+    pub(crate) fn set_vips(&mut self, id: NetworkId, vips: Option<VipTable>) {
+        let i = id.0 as usize;
+        if self.vips.len() <= i {
+            self.vips.resize_with(i + 1, || None);
+        }
+        let had = self.vips[i].is_some();
+        let has = vips.is_some();
+        self.vips[i] = vips.map(Mutex::new);
+        match (had, has) {
+            (false, true) => self.vip_networks += 1,
+            (true, false) => self.vip_networks -= 1,
+            _ => {}
+        }
+    }
+
+    /// Every network's VIPs.
+    pub(crate) fn all_vips(&self) -> impl Iterator<Item = &Mutex<VipTable>> {
+        self.vips.iter().flatten()
     }
 
     /// The crypto state of network `id`; `None` when it is plain or unknown.

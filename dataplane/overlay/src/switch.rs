@@ -257,6 +257,11 @@ impl Switch {
         self.local.get(&ep).map(|&(net, _)| net)
     }
 
+    /// The MAC of the endpoint (local or remote) at `ip` on network `id`.
+    pub fn mac_of(&self, id: NetworkId, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.table(id).ok()?.arp.get(&ip).copied()
+    }
+
     /// Every endpoint record of a network, sorted by IP.
     pub fn endpoints(&self, id: NetworkId) -> Vec<EndpointRecord> {
         let Ok(table) = self.table(id) else {

@@ -231,7 +231,9 @@ impl DockerBackend {
                 .filter(|(id, e)| e.key(id) == key && e.sandbox.is_some())
                 .map(|(id, e)| {
                     let mut r = match &e.owner {
-                        Owner::Task(t) => discovery::task_record(t, e.ip, &node_id, node_addr),
+                        Owner::Task(t) => {
+                            discovery::task_record(t, &e.network, e.ip, &node_id, node_addr)
+                        }
                         Owner::Container => {
                             discovery::container_record(&e.key(id), e.ip, &node_id, node_addr)
                         }

@@ -8,6 +8,8 @@ use libfuzzer_sys::fuzz_target;
 use shoal_overlay::lb::flow::Proto;
 use shoal_overlay::lb::proxy::ProxyHeader;
 use shoal_overlay::lb::reply::{icmp_port_unreachable_for, tcp_rst_for};
+use shoal_overlay::lb::nat::L4Checksum;
+use shoal_overlay::lb::vip::{VipBackend, VipService, VipTable};
 use shoal_overlay::lb::{Backend, BackendState, Balancer, BalancerConfig};
 
 fuzz_target!(|data: &[u8]| {
@@ -24,4 +26,20 @@ fuzz_target!(|data: &[u8]| {
     let _ = tcp_rst_for(data);
     let _ = icmp_port_unreachable_for(data);
     let _ = ProxyHeader::parse(data);
+    // The same bytes as an Ethernet frame through a network's VIPs (every
+    // port; the sender 10.0.0.2 is a backend, so hairpin paths are reached).
+    let mut vips = VipTable::new(BalancerConfig::default()).unwrap();
+    vips.set_services(&[VipService {
+        vip,
+        backends: ["10.0.0.2", "10.0.1.1"]
+            .iter()
+            .map(|ip| VipBackend { ip: ip.parse().unwrap(), active: true })
+            .collect(),
+    }]);
+    let mut frame = data.to_vec();
+    let mut reply = vec![0u8; data.len() + 64];
+    for csum in [L4Checksum::Complete, L4Checksum::Partial] {
+        let _ = vips.from_endpoint(now, &mut frame, csum, &mut reply);
+        let _ = vips.to_endpoint(now, &mut frame, csum);
+    }
 });

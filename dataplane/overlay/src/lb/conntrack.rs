@@ -195,13 +195,16 @@ impl Entry {
         self.original.src
     }
 
-    /// The key of replies: backend -> client.
+    /// True when the client is its own backend: the flow is also
+    /// source-NATed to the VIP (see `lb`'s module docs).
+    pub fn is_hairpin(&self) -> bool {
+        self.backend.ip() == self.original.src.ip()
+    }
+
+    /// The key of replies: backend -> client, or backend -> `VIP:client
+    /// port` for a hairpin flow.
     pub fn reply_key(&self) -> FlowKey {
-        FlowKey {
-            proto: self.original.proto,
-            src: self.backend,
-            dst: self.original.src,
-        }
+        reply_key(&self.original, self.backend)
     }
 
     /// When the flow expires unless another packet comes.
@@ -307,11 +310,7 @@ impl Conntrack {
         backend: SocketAddrV4,
         seen: Seen,
     ) -> Result<&Entry, ConntrackError> {
-        let reply = FlowKey {
-            proto: original.proto,
-            src: backend,
-            dst: original.src,
-        };
+        let reply = reply_key(&original, backend);
         for k in [&original, &reply] {
             if let Some(&(slot, _)) = self.index.get(k) {
                 let live = self.slots[slot as usize]
@@ -424,6 +423,19 @@ impl Conntrack {
         self.index.remove(&e.original);
         self.index.remove(&e.reply_key());
         Some(e)
+    }
+}
+
+fn reply_key(original: &FlowKey, backend: SocketAddrV4) -> FlowKey {
+    let dst = if backend.ip() == original.src.ip() {
+        SocketAddrV4::new(*original.dst.ip(), original.src.port())
+    } else {
+        original.src
+    };
+    FlowKey {
+        proto: original.proto,
+        src: backend,
+        dst,
     }
 }
 

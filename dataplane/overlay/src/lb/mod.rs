@@ -25,7 +25,23 @@
 //! (a [`Duration`] since any fixed epoch) and the packet, and returns a
 //! verdict. Drops are [`DropReason`]s, counted with the switch's counters.
 //! All packets start at the IPv4 header; the caller strips and restores the
-//! Ethernet header (and rewrites the destination MAC to the backend's).
+//! Ethernet header (and rewrites the destination MAC to the backend's);
+//! [`vip`] does that for a network's frames.
+//!
+//! Ports. A service is either one port (`vip:port/proto` to `backend:port`)
+//! or, like a Swarm VIP (an IPVS firewall mark per VIP), every port of a
+//! protocol: [`ANY_PORT`] as the service port, and backends with port
+//! [`ANY_PORT`], which keep the port the client addressed. A packet is matched
+//! to its exact port first, then to the VIP's [`ANY_PORT`] service.
+//!
+//! Hairpin. A client picked as its own backend cannot get a DNATed packet
+//! back with its own address as the source: the kernel drops it as a martian
+//! (a local source on a non-loopback device), and its answer would go
+//! through `lo`, never back through the balancer. So such a flow is also
+//! source-NATed to the VIP (the client port kept): the task talks to
+//! `VIP:cport` as the server and answers through the switch, where the reply
+//! is translated back ([`LbVerdict::Hairpin`]), the way kube-proxy masquerades
+//! hairpin traffic.
 
 pub mod conntrack;
 pub mod flow;
@@ -35,6 +51,7 @@ pub mod proxy;
 pub mod reply;
 #[cfg(test)]
 mod testutil;
+pub mod vip;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -46,7 +63,11 @@ use flow::{FlowKey, Proto};
 use maglev::{BackendId, Maglev, TableSize};
 use nat::{Ipv4L4, L4Checksum, NatError};
 
-/// A service's virtual address: VIP, port and protocol.
+/// The service port, and the backend port, that stand for every port (see
+/// the module docs). Port 0 is never a TCP or UDP destination.
+pub const ANY_PORT: u16 = 0;
+
+/// A service's virtual address: VIP, port ([`ANY_PORT`]: all) and protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     /// The virtual IP.
@@ -96,6 +117,14 @@ pub enum LbVerdict {
         /// The chosen backend.
         backend: SocketAddrV4,
     },
+    /// A hairpin flow (the client is its own backend, see the module docs):
+    /// the source was rewritten to the VIP and the destination to `to`, the
+    /// sender's own address. Write it back to the sender.
+    Hairpin {
+        /// The new destination: the backend (a packet of the client), or the
+        /// client (a packet of the backend's answer).
+        to: SocketAddrV4,
+    },
     /// The service has no active backend. The packet is untouched; answer the
     /// client with [`reply::tcp_rst_for`] or [`reply::icmp_port_unreachable_for`].
     NoBackend,
@@ -127,11 +156,50 @@ struct Service {
 }
 
 impl Service {
+    /// Whether `backend` (a flow's real target, port included) still takes
+    /// the flows it has: listed as itself or as its address with [`ANY_PORT`].
     fn carries(&self, backend: SocketAddrV4) -> bool {
-        matches!(
-            self.backends.get(&backend),
-            Some(BackendState::Active | BackendState::Draining)
-        )
+        let state = self.backends.get(&backend).or_else(|| {
+            self.backends
+                .get(&SocketAddrV4::new(*backend.ip(), ANY_PORT))
+        });
+        matches!(state, Some(BackendState::Active | BackendState::Draining))
+    }
+
+    /// The backend a new flow `key` gets, with the port it addressed when the
+    /// backend is listed with [`ANY_PORT`].
+    fn pick(&self, key: &FlowKey) -> Option<SocketAddrV4> {
+        let b = self.maglev.lookup(key.hash()).map(BackendId::addr)?;
+        Some(target(b, key.dst.port()))
+    }
+}
+
+/// The service `dst/proto` belongs to: its own port's, else the VIP's
+/// [`ANY_PORT`] service.
+fn service_for(
+    services: &HashMap<ServiceKey, Service>,
+    dst: SocketAddrV4,
+    proto: Proto,
+) -> Option<&Service> {
+    let key = ServiceKey {
+        vip: *dst.ip(),
+        port: dst.port(),
+        proto,
+    };
+    services.get(&key).or_else(|| {
+        services.get(&ServiceKey {
+            port: ANY_PORT,
+            ..key
+        })
+    })
+}
+
+/// `backend`, with `port` when it is listed with [`ANY_PORT`].
+fn target(backend: SocketAddrV4, port: u16) -> SocketAddrV4 {
+    if backend.port() == ANY_PORT {
+        SocketAddrV4::new(*backend.ip(), port)
+    } else {
+        backend
     }
 }
 
@@ -156,7 +224,9 @@ impl Balancer {
         })
     }
 
-    /// Sets (adds or replaces) the backends of `vip:port/proto`. The Maglev
+    /// Sets (adds or replaces) the backends of `vip:port/proto` (`port`
+    /// [`ANY_PORT`]: every port; a backend port [`ANY_PORT`]: the port the
+    /// client addressed). The Maglev
     /// table of this service alone is rebuilt, and only when its set of active
     /// backends changed; returns whether it was. If an address is listed
     /// twice, the last entry wins.
@@ -212,8 +282,23 @@ impl Balancer {
             }
         }
         let dst = SocketAddrV4::new(vip, port);
-        self.conntrack
-            .retain(|e| e.original.dst != dst || e.original.proto != proto);
+        let services = &self.services;
+        self.conntrack.retain(|e| {
+            let o = &e.original;
+            if o.proto != proto || o.dst.ip() != &vip {
+                return true;
+            }
+            if port == ANY_PORT {
+                // Flows of a port that has a service of its own stay.
+                services.contains_key(&ServiceKey {
+                    vip,
+                    port: o.dst.port(),
+                    proto,
+                })
+            } else {
+                o.dst != dst
+            }
+        });
         true
     }
 
@@ -231,12 +316,7 @@ impl Balancer {
 
     /// The backend a *new* flow `key` would get, if any.
     pub fn pick(&self, key: &FlowKey) -> Option<SocketAddrV4> {
-        let svc = self.services.get(&ServiceKey {
-            vip: *key.dst.ip(),
-            port: key.dst.port(),
-            proto: key.proto,
-        })?;
-        svc.maglev.lookup(key.hash()).map(BackendId::addr)
+        service_for(&self.services, key.dst, key.proto)?.pick(key)
     }
 
     /// The connection table.
@@ -279,23 +359,31 @@ impl Balancer {
             Err(_) => return LbVerdict::Drop(DropReason::Malformed),
         };
         let key = p.flow_key();
-        let Some(svc) = self.services.get(&ServiceKey {
-            vip: *key.dst.ip(),
-            port: key.dst.port(),
-            proto: key.proto,
-        }) else {
-            return LbVerdict::NotForVip;
-        };
         let flags = p.tcp_flags();
         let seen = flags.map_or(Seen::Udp, Seen::Tcp);
         let opens = flags.is_some_and(|f| f.syn() && !f.ack());
 
-        if let Some((Direction::Original, e)) = self.conntrack.get(now, &key) {
-            let backend = e.backend;
+        // One connection-table lookup serves both directions.
+        let tracked = self
+            .conntrack
+            .get(now, &key)
+            .map(|(dir, e)| (dir, e.backend, e.state, e.is_hairpin(), e.vip(), e.client()));
+        // The answer of a hairpin flow's backend goes to the VIP too.
+        if let Some((Direction::Reply, _, _, true, vip, client)) = tracked {
+            self.conntrack.observe(now, &key, seen);
+            p.set_src(vip, csum);
+            p.set_dst(client, csum);
+            return LbVerdict::Hairpin { to: client };
+        }
+        let Some(svc) = service_for(&self.services, key.dst, key.proto) else {
+            return LbVerdict::NotForVip;
+        };
+
+        if let Some((Direction::Original, backend, state, ..)) = tracked {
             // A SYN on a closed flow is the client reusing its port: a new flow.
             let reopened = opens
                 && matches!(
-                    e.state,
+                    state,
                     conntrack::FlowState::Tcp(
                         conntrack::TcpState::TimeWait | conntrack::TcpState::Close
                     )
@@ -303,8 +391,7 @@ impl Balancer {
             let alive = svc.carries(backend);
             if alive && !reopened {
                 self.conntrack.observe(now, &key, seen);
-                p.set_dst(backend, csum);
-                return LbVerdict::Forward { backend };
+                return rewrite(&mut p, &key, backend, csum);
             }
             self.conntrack.remove(&key);
             if !alive && !reopened && key.proto == Proto::Tcp {
@@ -312,7 +399,7 @@ impl Balancer {
             }
         }
 
-        let Some(backend) = svc.maglev.lookup(key.hash()).map(BackendId::addr) else {
+        let Some(backend) = svc.pick(&key) else {
             return LbVerdict::NoBackend;
         };
         // An RST of an unknown flow is passed on, but not tracked.
@@ -325,8 +412,7 @@ impl Balancer {
                 }
             }
         }
-        p.set_dst(backend, csum);
-        LbVerdict::Forward { backend }
+        rewrite(&mut p, &key, backend, csum)
     }
 
     /// Reverse-NATs a packet (starting at its IPv4 header, L4 checksum
@@ -358,6 +444,22 @@ impl Balancer {
         p.set_src(vip, csum);
         ReplyVerdict::Translated { vip, client }
     }
+}
+
+/// DNATs `p` (flow `key`) to `backend`; a hairpin flow also gets the VIP as
+/// its source.
+fn rewrite(
+    p: &mut Ipv4L4<&mut [u8]>,
+    key: &FlowKey,
+    backend: SocketAddrV4,
+    csum: L4Checksum,
+) -> LbVerdict {
+    p.set_dst(backend, csum);
+    if backend.ip() == key.src.ip() {
+        p.set_src(SocketAddrV4::new(*key.dst.ip(), key.src.port()), csum);
+        return LbVerdict::Hairpin { to: backend };
+    }
+    LbVerdict::Forward { backend }
 }
 
 #[cfg(test)]

@@ -351,3 +351,68 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_any_port_service_keeps_the_port_and_an_exact_port_wins() {
+    let mut lb = Balancer::new(BalancerConfig::default()).unwrap();
+    let any = |n: u8| Backend {
+        addr: sa([10, 0, 1, n], ANY_PORT),
+        state: BackendState::Active,
+    };
+    lb.set_service(vip(), ANY_PORT, Proto::Tcp, &[any(1)]);
+    lb.set_service(vip(), 80, Proto::Tcp, &backends(1, BackendState::Active));
+    // Port 22 goes to the any-port service, its number kept.
+    let mut p = tcp(client(40000), sa(VIP, 22), SYN, b"");
+    assert_eq!(
+        forwarded(lb.handle_outbound(s(0), &mut p)),
+        sa([10, 0, 1, 1], 22)
+    );
+    assert_checksums(&p);
+    // Port 80 has a service of its own (target port 8080).
+    let (v, _) = out(&mut lb, s(0), 40001, SYN);
+    assert_eq!(forwarded(v), backend(1));
+    // Replies of the any-port flow come back from VIP:22.
+    let mut r = tcp(sa([10, 0, 1, 1], 22), client(40000), SYN_ACK, b"");
+    assert_eq!(
+        lb.handle_reply(s(0), &mut r),
+        ReplyVerdict::Translated {
+            vip: sa(VIP, 22),
+            client: client(40000)
+        }
+    );
+    // UDP has no service: untouched.
+    let mut u = udp(client(1), sa(VIP, 22), b"x");
+    assert_eq!(lb.handle_outbound(s(0), &mut u), LbVerdict::NotForVip);
+
+    // Removing the any-port service forgets its flows, not port 80's.
+    assert_eq!(lb.conntrack().len(), 2);
+    assert!(lb.remove_service(vip(), ANY_PORT, Proto::Tcp));
+    assert_eq!(lb.conntrack().len(), 1);
+    assert!(lb.is_vip(vip()));
+}
+
+#[test]
+fn a_draining_any_port_backend_keeps_its_flows() {
+    let mut lb = Balancer::new(BalancerConfig::default()).unwrap();
+    let b = |state| Backend {
+        addr: sa([10, 0, 1, 1], ANY_PORT),
+        state,
+    };
+    lb.set_service(vip(), ANY_PORT, Proto::Tcp, &[b(BackendState::Active)]);
+    let mut p = tcp(client(40000), sa(VIP, 443), SYN, b"");
+    assert_eq!(
+        forwarded(lb.handle_outbound(s(0), &mut p)),
+        sa([10, 0, 1, 1], 443)
+    );
+    lb.set_service(vip(), ANY_PORT, Proto::Tcp, &[b(BackendState::Draining)]);
+    let mut p = tcp(client(40000), sa(VIP, 443), ACK, b"x");
+    assert_eq!(
+        forwarded(lb.handle_outbound(s(1), &mut p)),
+        sa([10, 0, 1, 1], 443)
+    );
+    let mut p = tcp(client(40001), sa(VIP, 443), SYN, b"");
+    assert_eq!(lb.handle_outbound(s(1), &mut p), LbVerdict::NoBackend);
+    lb.set_service(vip(), ANY_PORT, Proto::Tcp, &[]);
+    let mut p = tcp(client(40000), sa(VIP, 443), ACK, b"x");
+    assert_eq!(lb.handle_outbound(s(2), &mut p), LbVerdict::Reset);
+}
