@@ -198,7 +198,8 @@ fn image_services_run_in_docker_and_plain_containers_join_shoal_networks() {
     assert_eq!(seen, hostnames);
 
     // A plain container on the attachable network pings a process task on
-    // node1 by its service name (shoal's DNS at 127.0.0.11 answers).
+    // node1 by its service name and by `tasks.db` (shoal's DNS at
+    // 127.0.0.11 answers).
     s.shoal_ok(
         0,
         &[
@@ -234,12 +235,14 @@ fn image_services_run_in_docker_and_plain_containers_join_shoal_networks() {
         IMAGE,
         "sh",
         "-c",
-        "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 2 db && exit 0; sleep 0.3; done; \
+        "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 2 db && ping -c 1 -W 2 tasks.db && exit 0; sleep 0.3; done; \
          cat /etc/resolv.conf; nslookup db; ip addr; exit 1",
     ])
     .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
     println!("{out}");
-    assert!(out.contains("1 packets received"), "{out}");
+    // `db` is its VIP (answered by the switch on node0); `tasks.db` is the
+    // task itself, on node1, across the overlay.
+    assert_eq!(out.matches("1 packets received").count(), 2, "{out}");
     let tries = out.matches("PING db").count() + out.matches("bad address").count();
     println!("the plain container reached db on try {tries}");
 
