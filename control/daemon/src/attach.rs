@@ -84,10 +84,24 @@ struct NodeNet {
     ingress: Mutex<Option<Ingress>>,
     /// The cluster's network keys from the last sync.
     network_keys: Mutex<Vec<ClusterKey>>,
+    /// What each network was last given to the data plane with, by id:
+    /// a sync skips networks whose settings and key ring did not change.
+    applied: Mutex<BTreeMap<String, NetworkSettings>>,
     /// Docker's containers on shoal networks (the network plugin).
     docker: Mutex<docker::DockerState>,
     /// Told the attachable networks each round, when Docker is in use.
     on_attachable: Mutex<Option<AttachableHook>>,
+}
+
+/// The settings of a network as the data plane got them: VNI, subnet,
+/// and for an encrypted one the key ids and the sending key.
+type NetworkSettings = (u32, ipnet::Ipv4Net, Option<(Vec<u8>, Option<u8>)>);
+
+fn settings_of(a: &NetworkAssignment, keys: &[ClusterKey], now: u64) -> NetworkSettings {
+    let ring = a
+        .encrypted
+        .then(|| (keys.iter().map(|k| k.id).collect(), sending_key(keys, now)));
+    (a.vni, a.subnet, ring)
 }
 
 /// What to do with the attachable networks (make them Docker networks).
@@ -127,6 +141,7 @@ impl DataPlaneAttacher {
                 forwarder: Mutex::new(None),
                 ingress: Mutex::new(None),
                 network_keys: Mutex::new(Vec::new()),
+                applied: Mutex::new(BTreeMap::new()),
                 docker: Mutex::new(docker::DockerState::default()),
                 on_attachable: Mutex::new(None),
             }),
@@ -592,7 +607,13 @@ impl NetworkAttacher for DataPlaneAttacher {
             let mut added = false;
             // One copy of the tables for the whole sync.
             let known: BTreeSet<String> = dp.networks().into_iter().map(|(s, _)| s.name).collect();
+            let mut applied = n.applied.lock().expect("applied lock");
+            applied.retain(|id, _| known.contains(id));
             for a in networks {
+                let settings = settings_of(a, &node.network_keys, now_secs());
+                if known.contains(&a.id) && applied.get(&a.id) == Some(&settings) {
+                    continue;
+                }
                 let config = match network_config(a, &node.network_keys) {
                     Ok(config) => config,
                     // No keys yet (the first heartbeat brings them): the
@@ -604,10 +625,14 @@ impl NetworkAttacher for DataPlaneAttacher {
                 };
                 // Idempotent: for a known network it only refreshes the keys.
                 match dp.add_network(config) {
-                    Ok(()) => added |= !known.contains(&a.id),
+                    Ok(()) => {
+                        added |= !known.contains(&a.id);
+                        applied.insert(a.id.clone(), settings);
+                    }
                     Err(e) => errors.push(format!("network {}: {e}", a.name)),
                 }
             }
+            drop(applied);
             for name in known.iter().filter(|k| !wanted.contains(k.as_str())) {
                 match dp.remove_network(name) {
                     Ok(_) => {
@@ -779,6 +804,37 @@ mod tests {
             secret: format!("{id:064x}"),
             created_at: at,
         }
+    }
+
+    #[test]
+    fn a_sync_skips_a_network_only_while_its_key_ring_stays_the_same() {
+        let a = NetworkAssignment {
+            id: "n1".into(),
+            name: "blue".into(),
+            vni: 4097,
+            subnet: "10.0.1.0/24".parse().unwrap(),
+            encrypted: true,
+            ingress: false,
+        };
+        let keys = [key(1, 100), key(2, 1000)];
+        let before = settings_of(&a, &keys, 1005);
+        assert_eq!(before, settings_of(&a, &keys, 1010));
+        // Key 2 settles: the ring is given again, now sending with 2.
+        assert_ne!(before, settings_of(&a, &keys, 1015));
+        // A new key arrives.
+        assert_ne!(
+            before,
+            settings_of(&a, &[key(1, 100), key(2, 1000), key(3, 1006)], 1010)
+        );
+        // A plain network does not care about keys.
+        let plain = NetworkAssignment {
+            encrypted: false,
+            ..a
+        };
+        assert_eq!(
+            settings_of(&plain, &keys, 1005),
+            settings_of(&plain, &[], 9999)
+        );
     }
 
     #[test]
