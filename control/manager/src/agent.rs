@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::net::CallError;
 use crate::ops::HeartbeatReply;
 use crate::state::Role;
 use crate::swarm::{now_secs, Shared};
@@ -56,27 +55,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn beat(shared: &Arc<Shared>, first: &mut usize) -> Result<HeartbeatReply, String> {
     let node = shared.node.read().await.clone().ok_or("not in a swarm")?;
     let client = shared.client.read().await.clone().ok_or("no identity")?;
-    let n = node.managers.len();
     let body = crate::server::HeartbeatBody {
         engine: shared.config.engine.clone(),
     };
-    let mut last_err = String::from("no manager known");
-    for i in 0..n {
-        let at = (*first + i) % n;
-        match client
-            .post::<_, HeartbeatReply>(node.managers[at], "/v1/heartbeat", &body)
-            .await
-        {
-            Ok(r) => {
-                *first = at;
-                return Ok(r);
-            }
-            // Removed from the swarm: asking elsewhere will not help.
-            Err(e @ CallError::Refused { status: 403, .. }) => return Err(e.to_string()),
-            Err(e) => last_err = e.to_string(),
-        }
-    }
-    Err(last_err)
+    let (at, reply) = client
+        .post_any::<_, HeartbeatReply>(&node.managers, *first, "/v1/heartbeat", &body)
+        .await
+        .map_err(|e| e.to_string())?;
+    *first = at;
+    Ok(reply)
 }
 
 /// Applies what the managers say this node is.

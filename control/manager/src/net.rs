@@ -171,6 +171,40 @@ impl Client {
             .await
     }
 
+    /// POSTs `body` to the managers in turn, starting at `managers[first]`,
+    /// until one answers; returns the index of the one that did. A
+    /// manager's refusal is final: every manager runs ops on the leader, so
+    /// another would refuse too. With no manager, an `Unreachable` error.
+    pub async fn post_any<B, R>(
+        &self,
+        managers: &[SocketAddr],
+        first: usize,
+        path: &str,
+        body: &B,
+    ) -> Result<(usize, R), CallError>
+    where
+        B: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        let n = managers.len();
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            match self.post::<B, R>(managers[at], path, body).await {
+                Ok(r) => return Ok((at, r)),
+                Err(e @ CallError::Refused { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(manager = %managers[at], %path, error = %e, "manager did not answer");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| CallError::Unreachable {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            reason: "no manager known".into(),
+        }))
+    }
+
     /// GETs `path` on `addr` and decodes the JSON answer.
     pub async fn get<R>(&self, addr: SocketAddr, path: &str) -> Result<R, CallError>
     where

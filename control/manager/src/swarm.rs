@@ -753,8 +753,8 @@ impl Swarm {
         self.post_managers("/v1/detach", &body).await
     }
 
-    /// POSTs `body` to the managers in turn until one answers; a manager's
-    /// refusal is final (another would refuse too).
+    /// POSTs `body` to the managers in turn until one answers
+    /// ([`Client::post_any`](crate::net::Client::post_any)).
     async fn post_managers<B, R>(&self, path: &str, body: &B) -> Result<R, String>
     where
         B: serde::Serialize + Sync,
@@ -768,15 +768,11 @@ impl Swarm {
             .await
             .clone()
             .ok_or("no identity")?;
-        let mut last = String::from("no manager known");
-        for m in &node.managers {
-            match client.post::<B, R>(*m, path, body).await {
-                Ok(r) => return Ok(r),
-                Err(e @ crate::net::CallError::Refused { .. }) => return Err(e.to_string()),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(last)
+        let (_, reply) = client
+            .post_any(&node.managers, 0, path, body)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(reply)
     }
 
     /// Stops everything (daemon shutdown); the identity stays for a restart.

@@ -259,27 +259,11 @@ impl Worker {
             return;
         };
         match client
-            .post::<_, Assignments>(node.managers[0], "/v1/assignments", &())
+            .post_any::<_, Assignments>(&node.managers, 0, "/v1/assignments", &())
             .await
         {
-            Ok(a) => self.follow(&node, a).await,
-            Err(e) => {
-                // Ask the other managers, the way heartbeats do.
-                let mut got = None;
-                for m in node.managers.iter().skip(1) {
-                    if let Ok(a) = client
-                        .post::<_, Assignments>(*m, "/v1/assignments", &())
-                        .await
-                    {
-                        got = Some(a);
-                        break;
-                    }
-                }
-                match got {
-                    Some(a) => self.follow(&node, a).await,
-                    None => tracing::debug!(error = %e, "no assignments this round"),
-                }
-            }
+            Ok((_, a)) => self.follow(&node, a).await,
+            Err(e) => tracing::debug!(error = %e, "no assignments this round"),
         }
         self.push_logs(&node, &client).await;
         self.send_reports(&node, &client).await;
@@ -666,14 +650,16 @@ impl Worker {
             return;
         }
         let body = LogsBody { lines };
-        for m in &node.managers {
-            if client.post::<_, ()>(*m, "/v1/logs", &body).await.is_ok() {
-                for (id, next) in cursors {
-                    if let Some(l) = self.local.get_mut(&id) {
-                        l.log_next = next;
-                    }
-                }
-                return;
+        if let Err(e) = client
+            .post_any::<_, ()>(&node.managers, 0, "/v1/logs", &body)
+            .await
+        {
+            tracing::debug!(error = %e, "task logs not delivered");
+            return;
+        }
+        for (id, next) in cursors {
+            if let Some(l) = self.local.get_mut(&id) {
+                l.log_next = next;
             }
         }
     }
@@ -685,14 +671,12 @@ impl Worker {
         let body = TaskStatusBody {
             updates: self.reports.clone(),
         };
-        for m in &node.managers {
-            match client.post::<_, ()>(*m, "/v1/task-status", &body).await {
-                Ok(()) => {
-                    self.reports.clear();
-                    return;
-                }
-                Err(e) => tracing::debug!(manager = %m, error = %e, "task reports not delivered"),
-            }
+        match client
+            .post_any::<_, ()>(&node.managers, 0, "/v1/task-status", &body)
+            .await
+        {
+            Ok(_) => self.reports.clear(),
+            Err(e) => tracing::debug!(error = %e, "task reports not delivered"),
         }
     }
 
