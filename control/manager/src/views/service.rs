@@ -73,6 +73,9 @@ pub struct TaskView {
     pub name: String,
     /// Its service's command.
     pub command: Vec<String>,
+    /// Its service's image (`--image`).
+    #[serde(default)]
+    pub image: Option<String>,
     /// Its node's hostname, once placed.
     pub node: Option<String>,
     /// Its host-mode published ports.
@@ -87,6 +90,7 @@ impl TaskView {
         TaskView {
             name: task.name(&name),
             command: service.map(|s| s.spec.command.clone()).unwrap_or_default(),
+            image: service.and_then(|s| s.spec.image.clone()),
             node: task
                 .node_id
                 .as_ref()
@@ -150,7 +154,7 @@ pub fn render_service_ls(services: &[ServiceView], no_trunc: bool) -> String {
             spec.name.clone(),
             spec.mode.name().into(),
             replicas,
-            spec.command.join(" "),
+            spec.image.clone().unwrap_or_else(|| spec.command.join(" ")),
             ports_column(&ingress),
         ]);
     }
@@ -183,7 +187,7 @@ pub fn render_task_ps(tasks: &[TaskView], now: u64, no_trunc: bool) -> String {
         rows.push(vec![
             short_id(&t.id, no_trunc).to_string(),
             name,
-            v.command.join(" "),
+            v.image.clone().unwrap_or_else(|| v.command.join(" ")),
             v.node.clone().unwrap_or_default(),
             t.desired_state.title().into(),
             format!(
@@ -340,6 +344,7 @@ mod tests {
             },
             name: format!("web.{slot}"),
             command: vec!["shoal".into(), "whoami".into()],
+            image: None,
             node: (state >= TaskState::Assigned).then(|| "node1".to_string()),
             ports: vec![],
         }
