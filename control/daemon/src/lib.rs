@@ -13,6 +13,7 @@ pub mod discovery;
 mod docker;
 pub mod file;
 pub mod ingress;
+mod relay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
