@@ -12,6 +12,7 @@ pub mod attach;
 pub mod discovery;
 mod docker;
 pub mod file;
+pub mod hostports;
 pub mod ingress;
 mod relay;
 
