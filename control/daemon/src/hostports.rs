@@ -289,4 +289,108 @@ mod tests {
             "task web.1.t1: host-mode port 80/tcp has no published port"
         );
     }
+
+    /// The driver for real, with a namespace of its own standing in for
+    /// the task's: its servers listen on its loopback only, so an answer
+    /// proves the relay went through that namespace (needs root).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ports_relay_into_the_task_namespace_and_close_with_the_task() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        use tokio::io::AsyncReadExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            eprintln!("SKIPPED: needs root to make a network namespace");
+            return;
+        }
+        let ns = shoal_sys::sandbox::new_netns().unwrap();
+        let path = std::path::PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            ns.as_raw_fd()
+        ));
+        let inside = path.clone();
+        let (tcp, udp) = std::thread::spawn(move || {
+            shoal_sys::netns::NetNs::open(&inside)
+                .unwrap()
+                .enter_current_thread()
+                .unwrap();
+            (
+                std::net::TcpListener::bind("127.0.0.1:8080").unwrap(),
+                std::net::UdpSocket::bind("127.0.0.1:8080").unwrap(),
+            )
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(move || {
+            for c in tcp.incoming() {
+                let _ = std::io::Write::write_all(&mut c.unwrap(), b"the task");
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(&buf[..n], from);
+            }
+        });
+        let published = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = task(
+            &[],
+            &[
+                &format!("published={published},target=8080,mode=host"),
+                &format!("published={published},target=8080,protocol=udp,mode=host"),
+            ],
+        );
+        let ports = HostPorts::default();
+        ports.open(&t, &path).unwrap();
+        let node = SocketAddr::from((Ipv4Addr::LOCALHOST, published));
+
+        let mut answer = Vec::new();
+        let mut c = TcpStream::connect(node).await.unwrap();
+        c.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"the task");
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"ping", node).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((&buf[..n], from), (&b"ping"[..], node));
+
+        // Another task wanting the port fails, naming port and task.
+        let mut other = t.clone();
+        other.id = "t2".into();
+        other.name = "web.2.t2".into();
+        assert_eq!(
+            ports.open(&other, &path).unwrap_err(),
+            format!("host-mode port {published}/tcp already in use on this node (task web.2.t2)")
+        );
+        // Its failure closed nothing of the first task's.
+        assert!(TcpStream::connect(node).await.is_ok());
+
+        ports.close(&t.id);
+        let closed = async {
+            while TcpStream::connect(node).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .expect("the port closes with its task");
+        // Both ports are free again, UDP included (no UDP session keeps
+        // the published socket: it would for 30 s).
+        std::net::TcpListener::bind(("0.0.0.0", published)).unwrap();
+        let freed = async {
+            while std::net::UdpSocket::bind(("0.0.0.0", published)).is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), freed)
+            .await
+            .expect("the UDP port is free once closed");
+    }
 }
