@@ -407,3 +407,54 @@ fn host_mode_ports_answer_with_the_local_task_only() {
     let body = raw_get_from_client(&s, tcp(stays)).unwrap();
     assert!(body.contains(&format!("Node: node{stays}\n")), "{body}");
 }
+
+/// A host-mode port something else holds on the node fails the task with
+/// an error naming port and task (Docker's "host-mode port already in
+/// use"); once the port is free, the replacement task runs and answers.
+#[test]
+fn a_host_mode_port_taken_on_the_node_fails_the_task_until_it_is_free() {
+    let s = Swarm::new_with(2, 1, &[]).unwrap();
+    s.form(1).unwrap();
+    let blocker = s
+        .topo
+        .node(1)
+        .ns()
+        .run(|| std::net::TcpListener::bind("0.0.0.0:6200"))
+        .unwrap()
+        .unwrap();
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--constraint",
+            "node.hostname==node1",
+            "-p",
+            "published=6200,target=80,mode=host",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
+    s.wait_for(Duration::from_secs(30), "a task failed on the port", || {
+        Ok(crate::tasks::tasks(&s, 0, "web")?.iter().any(|t| {
+            t["task"]["status"]["err"].as_str().is_some_and(|e| {
+                e.contains("host-mode port 6200/tcp already in use on this node (task web.1.")
+            })
+        }))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    assert!(running(&s, 0, "web").unwrap().is_empty());
+
+    drop(blocker);
+    let port = SocketAddr::from((s.addr(1), 6200));
+    s.wait_for(Duration::from_secs(30), "a replacement answers", || {
+        Ok(get_from_client(&s, port).is_ok_and(|t| t.starts_with("web.1.")))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+}
