@@ -107,10 +107,16 @@ pub struct HostPorts {
 
 impl HostPorts {
     /// Listens on `task`'s host-mode ports and relays them into its
-    /// namespace `netns`; all or none. Must run inside the tokio runtime.
+    /// namespace `netns`; all or none, once per task (a task attached
+    /// again keeps its listeners). Must run inside the tokio runtime.
     pub fn open(&self, task: &AssignedTask, netns: &Path) -> Result<(), String> {
         let ports = plan(task)?;
-        if ports.is_empty() {
+        let open = self
+            .tasks
+            .lock()
+            .expect("host ports lock")
+            .contains_key(&task.id);
+        if ports.is_empty() || open {
             return Ok(());
         }
         let factory = Arc::new(SocketFactory::start(netns, "hostport-sockets")?);
@@ -149,7 +155,6 @@ impl HostPorts {
             }
             tracing::info!(task = %task.name, port = p.published, protocol = %p.protocol, to = %p.to, "host port: listening");
         }
-        // A task attached again (not expected) keeps one set of listeners.
         self.tasks
             .lock()
             .expect("host ports lock")
@@ -369,7 +374,9 @@ mod tests {
             ports.open(&other, &path).unwrap_err(),
             format!("host-mode port {published}/tcp already in use on this node (task web.2.t2)")
         );
-        // Its failure closed nothing of the first task's.
+        // Its failure closed nothing of the first task's, nor does
+        // opening the first task's again.
+        ports.open(&t, &path).unwrap();
         assert!(TcpStream::connect(node).await.is_ok());
 
         ports.close(&t.id);
