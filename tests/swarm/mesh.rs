@@ -195,6 +195,20 @@ fn udp_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
         .context("enter the client namespace")?
 }
 
+/// The first answer to a datagram to `addr`, trying up to `tries` times
+/// 0.2 s apart (the port may not be open yet); the last error otherwise.
+fn udp_answer(s: &Swarm, addr: SocketAddr, tries: usize) -> Result<String> {
+    let mut last = Err(anyhow::anyhow!("no try"));
+    for _ in 0..tries {
+        last = udp_from_client(s, addr);
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    last
+}
+
 /// A UDP port published through the mesh answers from every node; a TCP
 /// port published with `proxy-protocol=v2` hands the task the client's
 /// real address (Docker's mesh cannot: moby #25526).
@@ -235,20 +249,9 @@ fn udp_ports_and_the_proxy_protocol_through_the_mesh() {
     let client = s.topo.client(0).addr();
     for i in 0..3 {
         let udp = SocketAddr::from((s.addr(i), 5353));
-        let mut last = String::new();
-        let answered = (0..50).any(|_| match udp_from_client(&s, udp) {
-            Ok(a) => {
-                last = a;
-                true
-            }
-            Err(e) => {
-                last = format!("{e:#}");
-                std::thread::sleep(Duration::from_millis(200));
-                false
-            }
-        });
+        let last = udp_answer(&s, udp, 50).unwrap_or_else(|e| format!("{e:#}"));
         assert!(
-            answered && last.contains("Task: echo."),
+            last.contains("Task: echo."),
             "UDP via node {i}: {last}\n{}",
             s.logs()
         );
@@ -281,4 +284,177 @@ pub(crate) fn raw_get_from_client(s: &Swarm, addr: SocketAddr) -> Result<String>
             Ok(out)
         })
         .context("enter the client namespace")?
+}
+
+/// Host-mode publishing (`mode=host`): port 6000 (TCP) and 6053 (UDP)
+/// answer only on the nodes that run a task of the service, each with its
+/// own task (reached at its address on its overlay network), not through
+/// the mesh; a node without a task refuses; after a scale down, the node
+/// whose task left stops answering. A task on no network is reached on its
+/// loopback.
+#[test]
+fn host_mode_ports_answer_with_the_local_task_only() {
+    let s = Swarm::new_with(3, 1, &[]).unwrap();
+    s.form(1).unwrap();
+    s.shoal_ok(0, &["network", "create", "-d", "overlay", "front"]);
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "bare",
+            "--constraint",
+            "node.hostname==node0",
+            "-p",
+            "published=6100,target=8080,mode=host",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "8080",
+        ],
+    );
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "--constraint",
+            "node.hostname!=node0",
+            "--network",
+            "front",
+            "-p",
+            "published=6000,target=80,mode=host",
+            "-p",
+            "published=6053,target=5353,protocol=udp,mode=host",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "80",
+            "--udp-port",
+            "5353",
+        ],
+    );
+    s.wait_for(Duration::from_secs(30), "2 running tasks", || {
+        Ok(running(&s, 0, "web")?.len() == 2)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let tcp = |i: usize| SocketAddr::from((s.addr(i), 6000));
+    let udp = |i: usize| SocketAddr::from((s.addr(i), 6053));
+    for i in [1, 2] {
+        s.wait_for(Duration::from_secs(20), "host port 6000", || {
+            raw_get_from_client(&s, tcp(i)).map(|_| true)
+        })
+        .unwrap_or_else(|e| panic!("node {i}: {e:#}\n{}", s.logs()));
+        // Every answer, however many, is the node's own task.
+        for _ in 0..10 {
+            let body = raw_get_from_client(&s, tcp(i)).unwrap();
+            assert!(
+                body.contains(&format!("Node: node{i}\n")) && body.contains("Task: web."),
+                "node {i} answered for another node: {body}"
+            );
+        }
+        let last = udp_answer(&s, udp(i), 25).unwrap_or_else(|e| format!("{e:#}"));
+        assert!(
+            last.contains(&format!("Node: node{i}\n")),
+            "UDP via node {i}: {last}\n{}",
+            s.logs()
+        );
+    }
+    // Node 0 runs no task of web: nothing listens there on its ports.
+    let refused = raw_get_from_client(&s, tcp(0)).unwrap_err();
+    assert!(format!("{refused:#}").contains("refused"), "{refused:#}");
+    assert!(udp_from_client(&s, udp(0)).is_err());
+    // bare's task on node 0 has no network: its port reaches its loopback.
+    let bare = SocketAddr::from((s.addr(0), 6100));
+    s.wait_for(Duration::from_secs(20), "host port 6100", || {
+        raw_get_from_client(&s, bare).map(|_| true)
+    })
+    .unwrap_or_else(|e| panic!("bare: {e:#}\n{}", s.logs()));
+    let body = raw_get_from_client(&s, bare).unwrap();
+    assert!(
+        body.contains("Node: node0\n") && body.contains("Task: bare."),
+        "{body}"
+    );
+    assert!(raw_get_from_client(&s, SocketAddr::from((s.addr(1), 6100))).is_err());
+
+    s.shoal_ok(0, &["service", "scale", "--detach", "web=1"]);
+    s.wait_for(Duration::from_secs(20), "1 running task", || {
+        Ok(running(&s, 0, "web")?.len() == 1)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let kept = running(&s, 0, "web").unwrap().remove(0);
+    let (stays, left) = if kept == "node1" { (1, 2) } else { (2, 1) };
+    s.wait_for(
+        Duration::from_secs(10),
+        "the port closed where the task left",
+        || {
+            Ok(raw_get_from_client(&s, tcp(left))
+                .is_err_and(|e| format!("{e:#}").contains("refused")))
+        },
+    )
+    .unwrap_or_else(|e| panic!("node {left}: {e:#}\n{}", s.logs()));
+    let body = raw_get_from_client(&s, tcp(stays)).unwrap();
+    assert!(body.contains(&format!("Node: node{stays}\n")), "{body}");
+}
+
+/// A host-mode port something else holds on the node fails the task with
+/// an error naming port and task (Docker's "host-mode port already in
+/// use"); once the port is free, the replacement task runs and answers.
+#[test]
+fn a_host_mode_port_taken_on_the_node_fails_the_task_until_it_is_free() {
+    let s = Swarm::new_with(2, 1, &[]).unwrap();
+    s.form(1).unwrap();
+    let blocker = s
+        .topo
+        .node(1)
+        .ns()
+        .run(|| std::net::TcpListener::bind("0.0.0.0:6200"))
+        .unwrap()
+        .unwrap();
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--constraint",
+            "node.hostname==node1",
+            "-p",
+            "published=6200,target=80,mode=host",
+            "--",
+            env!("CARGO_BIN_EXE_shoal"),
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
+    s.wait_for(Duration::from_secs(30), "a task failed on the port", || {
+        Ok(crate::tasks::tasks(&s, 0, "web")?.iter().any(|t| {
+            t["task"]["status"]["err"].as_str().is_some_and(|e| {
+                e.contains("host-mode port 6200/tcp already in use on this node (task web.1.")
+            })
+        }))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    assert!(running(&s, 0, "web").unwrap().is_empty());
+
+    drop(blocker);
+    let port = SocketAddr::from((s.addr(1), 6200));
+    s.wait_for(Duration::from_secs(30), "a replacement answers", || {
+        Ok(get_from_client(&s, port).is_ok_and(|t| t.starts_with("web.1.")))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
 }

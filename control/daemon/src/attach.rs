@@ -82,6 +82,8 @@ struct NodeNet {
     forwarder: Mutex<Option<Arc<Forwarder>>>,
     /// The routing mesh's sandbox and listeners, while a service publishes.
     ingress: Mutex<Option<Ingress>>,
+    /// The host-mode ports of the attached tasks.
+    host_ports: crate::hostports::HostPorts,
     /// The cluster's network keys from the last sync.
     network_keys: Mutex<Vec<ClusterKey>>,
     /// What each network was last given to the data plane with, by id:
@@ -140,6 +142,7 @@ impl DataPlaneAttacher {
                 dns_settings,
                 forwarder: Mutex::new(None),
                 ingress: Mutex::new(None),
+                host_ports: Default::default(),
                 network_keys: Mutex::new(Vec::new()),
                 applied: Mutex::new(BTreeMap::new()),
                 docker: Mutex::new(docker::DockerState::default()),
@@ -727,8 +730,12 @@ impl NetworkAttacher for DataPlaneAttacher {
             // A container: Docker asks the network plugin for its
             // interfaces when it starts it.
             let _ = (networks, netns);
+            crate::hostports::warn_container(task);
             n.expect_docker_task(task);
             return Ok(());
+        }
+        if task.networks.is_empty() {
+            return n.host_ports.open(task, netns);
         }
         let dp = n
             .current()
@@ -767,7 +774,7 @@ impl NetworkAttacher for DataPlaneAttacher {
                 })
                 .collect();
             n.publish(&task.id, records)?;
-            Ok(())
+            n.host_ports.open(task, netns)
         })();
         if result.is_err() {
             self.detach(task);
@@ -777,6 +784,7 @@ impl NetworkAttacher for DataPlaneAttacher {
 
     fn detach(&self, task: &AssignedTask) {
         let n = &self.node;
+        n.host_ports.close(&task.id);
         n.withdraw(&task.id);
         n.dns.lock().expect("dns lock").remove(&task.id);
         if task.image.is_some() {

@@ -16,7 +16,7 @@
 //! [`pick_order`] and [`Backends`] are pure; the rest moves bytes.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,9 +27,10 @@ use shoal_overlay::lb::flow::{FlowKey, Proto};
 use shoal_overlay::lb::maglev::{BackendId, Maglev, TableSize};
 use shoal_overlay::lb::proxy::{ProxyHeader, Transport};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+
+use crate::relay::{self, ConnectError, SocketFactory, UdpRoutes};
 
 /// How long a connection to one task may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -113,70 +114,6 @@ pub fn pick_order(ips: &[Ipv4Addr], table: &Maglev, hash: u64) -> Vec<Ipv4Addr> 
     out
 }
 
-/// A socket the factory makes.
-enum Made {
-    Tcp(std::io::Result<TcpSocket>),
-    Udp(std::io::Result<std::net::UdpSocket>),
-}
-
-/// A thread that lives in the sandbox's namespace and makes sockets there
-/// (a socket belongs to the namespace it was made in, whichever thread
-/// uses it later).
-struct SocketFactory {
-    tx: std::sync::mpsc::Sender<(bool, oneshot::Sender<Made>)>,
-}
-
-impl SocketFactory {
-    fn start(netns: PathBuf) -> Result<SocketFactory, String> {
-        let ns = shoal_sys::netns::NetNs::open(&netns).map_err(|e| e.to_string())?;
-        let (tx, rx) = std::sync::mpsc::channel::<(bool, oneshot::Sender<Made>)>();
-        std::thread::Builder::new()
-            .name("ingress-sockets".into())
-            .spawn(move || {
-                if let Err(e) = ns.enter_current_thread() {
-                    tracing::error!(error = %e, "the ingress socket thread cannot enter the sandbox");
-                    return;
-                }
-                // Ends when the factory (the sender) is dropped.
-                while let Ok((udp, reply)) = rx.recv() {
-                    let made = if udp {
-                        Made::Udp(std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
-                    } else {
-                        Made::Tcp(TcpSocket::new_v4())
-                    };
-                    let _ = reply.send(made);
-                }
-            })
-            .map_err(|e| format!("cannot start the ingress socket thread: {e}"))?;
-        Ok(SocketFactory { tx })
-    }
-
-    async fn make(&self, udp: bool) -> std::io::Result<Made> {
-        let gone = || std::io::Error::other("the ingress socket thread ended");
-        let (reply, rx) = oneshot::channel();
-        self.tx.send((udp, reply)).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
-    }
-
-    async fn tcp(&self) -> std::io::Result<TcpSocket> {
-        match self.make(false).await? {
-            Made::Tcp(s) => s,
-            Made::Udp(_) => Err(std::io::Error::other("the socket thread made a UDP socket")),
-        }
-    }
-
-    async fn udp(&self) -> std::io::Result<UdpSocket> {
-        match self.make(true).await? {
-            Made::Udp(s) => {
-                let s = s?;
-                s.set_nonblocking(true)?;
-                UdpSocket::from_std(s)
-            }
-            Made::Tcp(_) => Err(std::io::Error::other("the socket thread made a TCP socket")),
-        }
-    }
-}
-
 /// What the listeners share.
 struct Shared {
     routes: RwLock<BTreeMap<(Proto, u16), Route>>,
@@ -216,7 +153,7 @@ impl Ingress {
             std::process::id(),
             netns.as_raw_fd()
         ));
-        let factory = SocketFactory::start(netns_path.clone())?;
+        let factory = SocketFactory::start(&netns_path, "ingress-sockets")?;
         Ok(Ingress {
             _netns: netns,
             netns_path,
@@ -265,18 +202,14 @@ impl Ingress {
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
             let shared = self.shared.clone();
             let task = match proto {
-                Proto::Tcp => std::net::TcpListener::bind(addr)
-                    .and_then(|l| {
-                        l.set_nonblocking(true)?;
-                        TcpListener::from_std(l)
-                    })
-                    .map(|l| tokio::spawn(accept(l, port, shared))),
-                Proto::Udp => std::net::UdpSocket::bind(addr)
-                    .and_then(|u| {
-                        u.set_nonblocking(true)?;
-                        UdpSocket::from_std(u)
-                    })
-                    .map(|u| tokio::spawn(serve_udp(u, port, shared))),
+                Proto::Tcp => relay::bind_tcp(addr).map(|l| {
+                    tokio::spawn(relay::accept(l, "routing mesh", port, move |c, p| {
+                        forward(c, p, port, shared.clone())
+                    }))
+                }),
+                Proto::Udp => relay::bind_udp(addr).map(|u| {
+                    tokio::spawn(relay::serve_udp(u, Arc::new(IngressUdp { port, shared })))
+                }),
             };
             match task {
                 Ok(task) => {
@@ -295,21 +228,7 @@ impl Ingress {
     }
 }
 
-async fn accept(listener: TcpListener, port: u16, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((client, peer)) => {
-                tokio::spawn(relay(client, peer, port, shared.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(port, error = %e, "routing mesh: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn relay(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
+async fn forward(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
     let Some(route) = shared.route(Proto::Tcp, port) else {
         return;
     };
@@ -325,16 +244,9 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         .expect("backends lock")
         .pick(&route.service_id, &flow);
     for ip in order.into_iter().take(ATTEMPTS) {
-        let socket = match shared.factory.tcp().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "routing mesh: cannot make a socket in the sandbox");
-                return;
-            }
-        };
         let to = SocketAddr::from((ip, route.target));
-        match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(to)).await {
-            Ok(Ok(mut task)) => {
+        match relay::connect(&shared.factory, to, CONNECT_TIMEOUT).await {
+            Ok(mut task) => {
                 if route.proxy_protocol {
                     // The address the client reached: this node's, on the
                     // published port.
@@ -344,15 +256,19 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
                         return;
                     }
                 }
-                let _ = client.set_nodelay(true);
-                let _ = task.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut task).await;
+                relay::pipe(&mut client, &mut task).await;
                 return;
             }
-            Ok(Err(e)) => {
+            Err(ConnectError::Socket(e)) => {
+                tracing::warn!(error = %e, "routing mesh: cannot make a socket in the sandbox");
+                return;
+            }
+            Err(ConnectError::Refused(e)) => {
                 tracing::debug!(%to, error = %e, "routing mesh: task refused, trying the next")
             }
-            Err(_) => tracing::debug!(%to, "routing mesh: task did not answer, trying the next"),
+            Err(ConnectError::Timeout) => {
+                tracing::debug!(%to, "routing mesh: task did not answer, trying the next")
+            }
         }
     }
     tracing::debug!(port, service = %route.service_name, "routing mesh: no task to take the connection");
@@ -379,93 +295,51 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
     }
 }
 
-/// A UDP client's session: its socket in the sandbox, connected to the
-/// task that serves it.
-struct UdpSession {
-    to_task: Arc<UdpSocket>,
-    task: Ipv4Addr,
-    last: std::time::Instant,
-}
-
-/// How long a UDP client's session lives without datagrams (Linux
-/// conntrack's UDP stream timeout is 120 s, its unreplied one 30 s).
-const UDP_IDLE: Duration = Duration::from_secs(30);
-
-/// Serves a published UDP port: each client (address and port) gets a
-/// session with one task, picked like a TCP connection; replies go back
-/// from the published port. A session whose task left the rotation is
-/// dropped, so the client's next datagram picks another.
-async fn serve_udp(socket: UdpSocket, port: u16, shared: Arc<Shared>) {
-    let socket = Arc::new(socket);
-    let mut sessions: std::collections::HashMap<SocketAddr, UdpSession> =
-        std::collections::HashMap::new();
-    let mut buf = vec![0u8; 65536];
-    let mut sweep = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            got = socket.recv_from(&mut buf) => {
-                let Ok((n, peer)) = got else { continue };
-                let Some(route) = shared.route(Proto::Udp, port) else { continue };
-                let alive = sessions.get(&peer).is_some_and(|s| {
-                    shared.backends.read().expect("backends lock").contains(&route.service_id, s.task)
-                });
-                if !alive {
-                    sessions.remove(&peer);
-                    match open_udp_session(&shared, &route, peer, port, socket.clone()).await {
-                        Some(s) => {
-                            sessions.insert(peer, s);
-                        }
-                        None => continue,
-                    }
-                }
-                if let Some(s) = sessions.get_mut(&peer) {
-                    s.last = std::time::Instant::now();
-                    let _ = s.to_task.send(&buf[..n]).await;
-                }
-            }
-            _ = sweep.tick() => sessions.retain(|_, s| s.last.elapsed() < UDP_IDLE),
-        }
-    }
-}
-
-async fn open_udp_session(
-    shared: &Arc<Shared>,
-    route: &Route,
-    peer: SocketAddr,
+/// A published UDP port's sessions: each client (address and port) gets
+/// one task, picked like a TCP connection, and keeps it while the task is
+/// in the rotation.
+struct IngressUdp {
     port: u16,
-    published: Arc<UdpSocket>,
-) -> Option<UdpSession> {
-    let flow = FlowKey {
-        proto: Proto::Udp,
-        src: v4(peer),
-        dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
-    };
-    let ip = *shared
-        .backends
-        .read()
-        .expect("backends lock")
-        .pick(&route.service_id, &flow)
-        .first()?;
-    let to_task = match shared.factory.udp().await {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "routing mesh: cannot make a socket in the sandbox");
-            return None;
-        }
-    };
-    to_task.connect((ip, route.target)).await.ok()?;
-    let replies = to_task.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, replies.recv(&mut buf)).await {
-            let _ = published.send_to(&buf[..n], peer).await;
-        }
-    });
-    Some(UdpSession {
-        to_task,
-        task: ip,
-        last: std::time::Instant::now(),
-    })
+    shared: Arc<Shared>,
+}
+
+impl UdpRoutes for IngressUdp {
+    fn pick(&self, client: SocketAddr) -> Option<SocketAddr> {
+        let route = self.shared.route(Proto::Udp, self.port)?;
+        let flow = FlowKey {
+            proto: Proto::Udp,
+            src: v4(client),
+            dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.port),
+        };
+        let ip = *self
+            .shared
+            .backends
+            .read()
+            .expect("backends lock")
+            .pick(&route.service_id, &flow)
+            .first()?;
+        Some(SocketAddr::from((ip, route.target)))
+    }
+
+    fn keeps(&self, to: SocketAddr) -> bool {
+        let (Some(route), IpAddr::V4(ip)) = (self.shared.route(Proto::Udp, self.port), to.ip())
+        else {
+            return false;
+        };
+        self.shared
+            .backends
+            .read()
+            .expect("backends lock")
+            .contains(&route.service_id, ip)
+    }
+
+    fn factory(&self) -> &SocketFactory {
+        &self.shared.factory
+    }
+
+    fn what(&self) -> &'static str {
+        "routing mesh"
+    }
 }
 
 #[cfg(test)]

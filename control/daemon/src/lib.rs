@@ -12,7 +12,9 @@ pub mod attach;
 pub mod discovery;
 mod docker;
 pub mod file;
+pub mod hostports;
 pub mod ingress;
+mod relay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -467,7 +467,12 @@ impl Worker {
     }
 
     fn attach(&self, task: &AssignedTask, netns: &Path) -> Result<(), String> {
-        if task.networks.is_empty() {
+        // Host-mode ports are the attacher's too, network or not.
+        let host_ports = task
+            .ports
+            .iter()
+            .any(|p| p.mode == crate::state::service::PublishMode::Host);
+        if task.networks.is_empty() && !host_ports {
             return Ok(());
         }
         let Some(attacher) = self.shared.config.attacher.clone() else {

@@ -50,6 +50,7 @@ fn task(id: &str, slot: Option<u64>, node: Option<&str>, state: TaskState) -> Ta
         },
         name: String::new(),
         command: Vec::new(),
+        image: None,
         node: None,
         ports: Vec::new(),
     }

@@ -129,8 +129,8 @@ pub struct PortConfig {
     pub protocol: Protocol,
     /// The port inside the task.
     pub target: u16,
-    /// The port on the nodes. `None` until the leader allocates one (ingress)
-    /// or for good (host mode: the node picks one).
+    /// The port on the nodes. `None` until the leader allocates one (ingress);
+    /// a host-mode port without one is refused (no node picks one).
     pub published: Option<u16>,
     /// Routing mesh or host.
     pub mode: PublishMode,
@@ -843,8 +843,9 @@ impl ClusterState {
             .services
             .values()
             .filter(|s| Some(s.id.as_str()) != id)
-            .flat_map(|s| s.spec.ingress_ports())
+            .flat_map(|s| s.spec.ingress_ports().chain(s.spec.host_ports()))
             .chain(spec.ingress_ports())
+            .chain(spec.host_ports())
             .collect();
         for port in spec
             .ports
@@ -932,23 +933,40 @@ impl ClusterState {
                         port.target
                     ));
                 }
-                continue;
+                // Docker's engine picks a free port per task; a node here
+                // does not, so the user says which.
+                return bad(format!(
+                    "host-mode port {}/{} needs a published port: use published=PORT,target={},mode=host",
+                    port.target, port.protocol, port.target
+                ));
             };
             if !seen.insert((port.protocol, published)) {
                 return Err(Refusal::PortPublishedTwice(published));
             }
+            // Every node listens on an ingress port: no other service may
+            // publish its number, through the mesh or in host mode.
+            if let Some(other) = self.services.values().find(|s| {
+                s.id != id
+                    && s.spec
+                        .ingress_ports()
+                        .any(|p| p == (port.protocol, published))
+            }) {
+                return Err(Refusal::PortInUse {
+                    port: published,
+                    service: other.name().to_string(),
+                    id: other.id.clone(),
+                });
+            }
             if port.mode == PublishMode::Ingress {
                 if let Some(other) = self.services.values().find(|s| {
-                    s.id != id
-                        && s.spec
-                            .ingress_ports()
-                            .any(|p| p == (port.protocol, published))
+                    s.id != id && s.spec.host_ports().any(|p| p == (port.protocol, published))
                 }) {
-                    return Err(Refusal::PortInUse {
-                        port: published,
-                        service: other.name().to_string(),
-                        id: other.id.clone(),
-                    });
+                    return bad(format!(
+                        "port {published}/{} is published in host mode by service {} ({}); it cannot be an ingress port too",
+                        port.protocol,
+                        other.name(),
+                        other.id
+                    ));
                 }
             }
         }

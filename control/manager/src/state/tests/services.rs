@@ -320,6 +320,49 @@ fn host_mode_ports_keep_tasks_on_different_nodes() {
     );
 }
 
+/// A host-mode port needs its published port (no node picks one), and a
+/// port cannot be published in host mode by one service and through the
+/// routing mesh by another: every node listens on the mesh's ports.
+#[test]
+fn host_mode_ports_need_a_published_port_that_the_mesh_does_not_use() {
+    let mut s = three_nodes();
+    let mut h = spec("edge", 1);
+    h.ports = vec!["target=80,mode=host".parse().unwrap()];
+    assert_eq!(
+        create(&mut s, &h, "svc1").unwrap_err().to_string(),
+        "invalid service spec: host-mode port 80/tcp needs a published port: use published=PORT,target=80,mode=host"
+    );
+    h.ports = vec!["published=30000,target=80,mode=host".parse().unwrap()];
+    create(&mut s, &h, "svc1").unwrap();
+
+    // The mesh's dynamic ports skip it, and cannot take it explicitly.
+    let mut web = spec("web", 1);
+    web.ports = vec!["8080".parse().unwrap()];
+    create(&mut s, &web, "svc2").unwrap();
+    assert_eq!(s.services["svc2"].spec.ports[0].published, Some(30001));
+    let mut clash = spec("api", 1);
+    clash.ports = vec!["30000:80".parse().unwrap()];
+    assert_eq!(
+        create(&mut s, &clash, "svc3").unwrap_err().to_string(),
+        "invalid service spec: port 30000/tcp is published in host mode by service edge (svc1); it cannot be an ingress port too"
+    );
+    // Nor the other way round.
+    let mut edge2 = spec("edge2", 1);
+    edge2.ports = vec!["published=30001,target=80,mode=host".parse().unwrap()];
+    assert_eq!(
+        create(&mut s, &edge2, "svc4").unwrap_err(),
+        Refusal::PortInUse {
+            port: 30001,
+            service: "web".into(),
+            id: "svc2".into()
+        }
+    );
+    // Two services may share a host-mode port: the scheduler keeps their
+    // tasks on different nodes.
+    edge2.ports = vec!["published=30000,target=80,mode=host".parse().unwrap()];
+    create(&mut s, &edge2, "svc4").unwrap();
+}
+
 #[test]
 fn networks_in_use_by_a_service_cannot_be_removed() {
     let mut s = three_nodes();
