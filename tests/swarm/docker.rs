@@ -246,6 +246,45 @@ fn image_services_run_in_docker_and_plain_containers_join_shoal_networks() {
     let tries = out.matches("PING db").count() + out.matches("bad address").count();
     println!("the plain container reached db on try {tries}");
 
+    // A host-mode port of a container answers on its node only.
+    s.shoal_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "hw",
+            "--network",
+            &net,
+            "-p",
+            "published=5080,target=80,mode=host",
+            "--image",
+            IMAGE,
+            "--",
+            "sh",
+            "-c",
+            "busybox mkdir -p /www && busybox hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    );
+    s.wait_for(Duration::from_secs(60), "hw running", || {
+        Ok(running(&s, 0, "hw")?.len() == 1)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    let hw_id = tasks(&s, 0, "hw").unwrap()[0]["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut answer = String::new();
+    s.wait_for(Duration::from_secs(20), "port 5080 on node0", || {
+        answer = hostname_via(&s, SocketAddr::from((s.addr(0), 5080)))?;
+        Ok(true)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.logs()));
+    assert_eq!(answer, hw_id[..12]);
+    let elsewhere = raw_get_from_client(&s, SocketAddr::from((s.addr(1), 5080)));
+    assert!(elsewhere.is_err(), "node1 answered on 5080: {elsewhere:?}");
+
     // A killed container is replaced by the orchestrator.
     let victim = containers("web").unwrap()[0].clone();
     docker(&["kill", &victim]).unwrap();

@@ -77,11 +77,14 @@ pub fn wants_host_ports(task: &AssignedTask) -> bool {
 
 /// Logs that a container task's host-mode ports are not published: its
 /// namespace is Docker's and only exists once Docker has started it.
+/// A container task's host-mode ports are opened once Docker has made its
+/// namespace (the network plugin's DNS set-up does it); one on no shoal
+/// network never comes through the plugin, so it runs without them.
 pub fn warn_container(task: &AssignedTask) {
-    if wants_host_ports(task) {
+    if wants_host_ports(task) && task.networks.is_empty() {
         tracing::warn!(
             task = %task.name,
-            "host-mode ports are not published for --image tasks yet: the task runs without them"
+            "host-mode ports of an --image task on no network are not published: the task runs without them"
         );
     }
 }

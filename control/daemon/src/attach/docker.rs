@@ -252,8 +252,15 @@ impl DockerBackend {
     }
 
     /// Waits on a thread of its own for `sandbox` to become a network
-    /// namespace, then serves DNS for `key` in it.
-    fn serve_dns_when_up(&self, key: String, sandbox: PathBuf, networks: Vec<String>) {
+    /// namespace, then serves DNS for `key` in it and opens `task`'s
+    /// host-mode ports into it.
+    fn serve_dns_when_up(
+        &self,
+        key: String,
+        sandbox: PathBuf,
+        networks: Vec<String>,
+        task: Option<AssignedTask>,
+    ) {
         let node = self.node.clone();
         let rt = self.rt.clone();
         let spawned = std::thread::Builder::new()
@@ -265,6 +272,13 @@ impl DockerBackend {
                     return;
                 }
                 let started = Instant::now();
+                if let Some(task) = &task {
+                    // The task already runs: a port that cannot open is
+                    // logged, not a failed start.
+                    if let Err(e) = node.host_ports.open(task, &sandbox) {
+                        tracing::warn!(task = %task.name, error = %e, "host-mode ports not published");
+                    }
+                }
                 if let Err(e) = node.start_dns_for(&key, networks, &sandbox) {
                     tracing::warn!(container = %key, error = %e, "no DNS for the container");
                     return;
@@ -549,7 +563,7 @@ impl Backend for DockerBackend {
 
     fn join(&self, request: &JoinRequest) -> Result<JoinResponse, String> {
         let sandbox = resolve_under(&self.engine_root, Path::new(&request.sandbox_key))?;
-        let (key, ifname, networks, first_of_sandbox) = {
+        let (key, ifname, networks, first_of_sandbox, task) = {
             let mut d = self.node.docker.lock().expect("docker lock");
             let first = !d
                 .endpoints
@@ -561,6 +575,10 @@ impl Backend for DockerBackend {
             e.sandbox = Some(sandbox.clone());
             let key = e.key(&request.endpoint_id);
             let ifname = e.ifname.clone();
+            let task = match &e.owner {
+                Owner::Task(t) => Some((**t).clone()),
+                Owner::Container => None,
+            };
             let networks: Vec<String> = match &e.owner {
                 Owner::Task(t) => t.networks.iter().map(|n| n.network_id.clone()).collect(),
                 Owner::Container => vec![e.network.clone()],
@@ -572,11 +590,11 @@ impl Backend for DockerBackend {
                     a.is_some_and(|a| !a.ingress)
                 })
                 .collect();
-            (key, ifname, networks, first)
+            (key, ifname, networks, first, task)
         };
         self.publish(&key)?;
         if first_of_sandbox {
-            self.serve_dns_when_up(key, sandbox, networks);
+            self.serve_dns_when_up(key, sandbox, networks, task);
         }
         Ok(JoinResponse {
             interface_name: Some(InterfaceName {
