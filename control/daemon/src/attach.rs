@@ -377,12 +377,7 @@ impl NodeNet {
                 handover: false,
             })
             .map_err(|e| format!("cannot attach the ingress sandbox: {e}"))?;
-            let (node_id, node_addr) = self
-                .identity
-                .lock()
-                .expect("identity lock")
-                .clone()
-                .ok_or("this node does not know its swarm identity yet")?;
+            let (node_id, node_addr) = self.swarm_identity()?;
             let record = discovery::sandbox_record(&node_id, node_addr, a.ip);
             self.publish(INGRESS_KEY, vec![(a.network.id.clone(), record)])?;
             if let Some(view) = self.view() {
@@ -413,6 +408,15 @@ impl NodeNet {
             }
         }
         current.as_ref().expect("made above").set_routes(routes)
+    }
+
+    /// This node's id and underlay address, from the last sync.
+    fn swarm_identity(&self) -> Result<(String, IpAddr), String> {
+        self.identity
+            .lock()
+            .expect("identity lock")
+            .clone()
+            .ok_or_else(|| "this node does not know its swarm identity yet".to_string())
     }
 
     fn view(&self) -> Option<Arc<TableView>> {
@@ -532,13 +536,7 @@ fn network_config(a: &NetworkAssignment, keys: &[ClusterKey]) -> Result<NetworkC
 impl NodeNet {
     /// The data plane, with network `a` in it (added if missing).
     fn ensure_network(&self, a: &NetworkAssignment) -> Result<Arc<DataPlane>, String> {
-        let addr = self
-            .identity
-            .lock()
-            .expect("identity lock")
-            .as_ref()
-            .map(|(_, addr)| *addr)
-            .ok_or("this node does not know its swarm address yet")?;
+        let (_, addr) = self.swarm_identity()?;
         let dp = self.data_plane(addr)?;
         if dp.networks().iter().any(|(s, _)| s.name == a.id) {
             return Ok(dp);
@@ -759,12 +757,7 @@ impl NetworkAttacher for DataPlaneAttacher {
                 .map(|n| n.id.clone())
                 .collect();
             n.start_dns_for(&task.id, named, netns)?;
-            let (node_id, node_addr) = n
-                .identity
-                .lock()
-                .expect("identity lock")
-                .clone()
-                .ok_or("this node does not know its swarm identity yet")?;
+            let (node_id, node_addr) = n.swarm_identity()?;
             let records: Vec<(String, EndpointRecord)> = task
                 .networks
                 .iter()

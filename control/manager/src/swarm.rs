@@ -284,7 +284,7 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 /// A random id of `len` base-36 characters, like Docker's node ids.
-pub(crate) fn random_id(len: usize) -> String {
+pub fn random_id(len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut bytes = vec![0u8; len];
     tls::fill_random(&mut bytes);

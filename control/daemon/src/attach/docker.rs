@@ -217,13 +217,7 @@ impl DockerBackend {
 
     /// Publishes what is attached of `key` (a task or a container) to gossip.
     fn publish(&self, key: &str) -> Result<(), String> {
-        let (node_id, node_addr) = self
-            .node
-            .identity
-            .lock()
-            .expect("identity lock")
-            .clone()
-            .ok_or("this node does not know its swarm identity yet")?;
+        let (node_id, node_addr) = self.node.swarm_identity()?;
         let records: Vec<(String, shoal_gossip::EndpointRecord)> = {
             let d = self.node.docker.lock().expect("docker lock");
             d.endpoints
@@ -684,7 +678,7 @@ impl Backend for DockerBackend {
                 ..Default::default()
             });
         }
-        let id = random_id();
+        let id = shoal_manager::swarm::random_id(25);
         let reply = self
             .rt
             .block_on(self.swarm.attach_container(&a.id, &id))
@@ -719,18 +713,6 @@ impl Backend for DockerBackend {
     }
 }
 
-/// 16 random hex digits: the id of a container's attachment.
-fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{:016x}", h.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,7 +724,10 @@ mod tests {
         assert_eq!(parse_ip("10.0.1.5/24").unwrap(), Ipv4Addr::new(10, 0, 1, 5));
         assert_eq!(parse_ip("10.0.1.5").unwrap(), Ipv4Addr::new(10, 0, 1, 5));
         assert!(parse_ip("fe80::1/64").is_err());
-        assert_ne!(random_id(), random_id());
+        assert_ne!(
+            shoal_manager::swarm::random_id(25),
+            shoal_manager::swarm::random_id(25)
+        );
     }
 
     #[test]
