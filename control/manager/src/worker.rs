@@ -623,6 +623,9 @@ impl Worker {
             .filter(|(_, l)| l.reported >= TaskState::Running || l.exit.is_some())
             .map(|(id, l)| (id.clone(), l.log_next))
             .collect();
+        if wanted.is_empty() {
+            return;
+        }
         // A runtime may block reading logs (Docker's answers over its API).
         let runtime = self.runtime.clone();
         let chunks = blocking(move || {
