@@ -32,6 +32,9 @@ use crate::relay::{self, ConnectError, SocketFactory, UdpRoutes};
 
 /// How long the task may take to accept a relayed connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// TCP sockets made ahead in a task's namespace (a task's host port takes
+/// fewer connections than the mesh, and each spare holds a descriptor).
+const SPARE_SOCKETS: usize = 8;
 
 /// One host-mode port of a task: where shoald listens and where it relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +125,11 @@ impl HostPorts {
         if ports.is_empty() || open {
             return Ok(());
         }
-        let factory = Arc::new(SocketFactory::start(netns, "hostport-sockets")?);
+        let factory = Arc::new(SocketFactory::start(
+            netns,
+            "hostport-sockets",
+            SPARE_SOCKETS,
+        )?);
         let mut made = TaskPorts {
             listeners: Vec::new(),
         };
@@ -130,15 +137,10 @@ impl HostPorts {
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, p.published));
             let factory = factory.clone();
             let listener = match p.protocol {
-                Protocol::Tcp => relay::bind_tcp(addr).map(|l| {
-                    tokio::spawn(relay::accept(l, "host port", p.published, move |c, _| {
-                        forward(c, p.to, factory.clone())
-                    }))
+                Protocol::Tcp => relay::listen_tcp(addr, "host port", move |c, _| {
+                    forward(c, p.to, factory.clone())
                 }),
-                Protocol::Udp => relay::bind_udp(addr).map(|u| {
-                    let routes = Arc::new(TaskUdp { to: p.to, factory });
-                    tokio::spawn(relay::serve_udp(u, routes))
-                }),
+                Protocol::Udp => relay::listen_udp(addr, Arc::new(TaskUdp { to: p.to, factory })),
             };
             match listener {
                 Ok(l) => made.listeners.push(l),
@@ -176,7 +178,8 @@ impl HostPorts {
 
 /// Relays one connection to the task.
 async fn forward(mut client: TcpStream, to: SocketAddr, factory: Arc<SocketFactory>) {
-    match relay::connect(&factory, to, CONNECT_TIMEOUT).await {
+    let opening = relay::early_bytes(&client);
+    match relay::connect(&factory, to, CONNECT_TIMEOUT, &opening).await {
         Ok(mut task) => {
             drop(factory);
             relay::pipe(&mut client, &mut task).await;

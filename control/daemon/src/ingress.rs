@@ -26,7 +26,6 @@ use shoal_gossip::TableView;
 use shoal_overlay::lb::flow::{FlowKey, Proto};
 use shoal_overlay::lb::maglev::{BackendId, Maglev, TableSize};
 use shoal_overlay::lb::proxy::{ProxyHeader, Transport};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -36,6 +35,9 @@ use crate::relay::{self, ConnectError, SocketFactory, UdpRoutes};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How many tasks a connection tries.
 const ATTEMPTS: usize = 3;
+/// TCP sockets made ahead in the sandbox: a burst of this many new
+/// connections finds its sockets ready.
+const SPARE_SOCKETS: usize = 64;
 
 /// One published port: which service and which port in its tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +155,7 @@ impl Ingress {
             std::process::id(),
             netns.as_raw_fd()
         ));
-        let factory = SocketFactory::start(&netns_path, "ingress-sockets")?;
+        let factory = SocketFactory::start(&netns_path, "ingress-sockets", SPARE_SOCKETS)?;
         Ok(Ingress {
             _netns: netns,
             netns_path,
@@ -202,14 +204,10 @@ impl Ingress {
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
             let shared = self.shared.clone();
             let task = match proto {
-                Proto::Tcp => relay::bind_tcp(addr).map(|l| {
-                    tokio::spawn(relay::accept(l, "routing mesh", port, move |c, p| {
-                        forward(c, p, port, shared.clone())
-                    }))
+                Proto::Tcp => relay::listen_tcp(addr, "routing mesh", move |c, p| {
+                    forward(c, p, port, shared.clone())
                 }),
-                Proto::Udp => relay::bind_udp(addr).map(|u| {
-                    tokio::spawn(relay::serve_udp(u, Arc::new(IngressUdp { port, shared })))
-                }),
+                Proto::Udp => relay::listen_udp(addr, Arc::new(IngressUdp { port, shared })),
             };
             match task {
                 Ok(task) => {
@@ -243,19 +241,19 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc
         .read()
         .expect("backends lock")
         .pick(&route.service_id, &flow);
+    // What the task gets before the relay starts: the PROXY header if the
+    // port asks for one, and whatever the client has sent already.
+    let mut opening = Vec::new();
+    if route.proxy_protocol {
+        // The address the client reached: this node's, on the published port.
+        let dst = client.local_addr().map(v4).unwrap_or(flow.dst);
+        opening = ProxyHeader::v4(Transport::Stream, src, dst).to_vec();
+    }
+    opening.extend(relay::early_bytes(&client));
     for ip in order.into_iter().take(ATTEMPTS) {
         let to = SocketAddr::from((ip, route.target));
-        match relay::connect(&shared.factory, to, CONNECT_TIMEOUT).await {
+        match relay::connect(&shared.factory, to, CONNECT_TIMEOUT, &opening).await {
             Ok(mut task) => {
-                if route.proxy_protocol {
-                    // The address the client reached: this node's, on the
-                    // published port.
-                    let dst = client.local_addr().map(v4).unwrap_or(flow.dst);
-                    let header = ProxyHeader::v4(Transport::Stream, src, dst).to_vec();
-                    if task.write_all(&header).await.is_err() {
-                        return;
-                    }
-                }
                 relay::pipe(&mut client, &mut task).await;
                 return;
             }
