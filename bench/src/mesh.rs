@@ -8,13 +8,18 @@
 //!
 //! - **direct**: node2's plain processes on its underlay address: no proxy,
 //!   no overlay, the floor every other path is compared with;
-//! - **HAProxy**: Debian's haproxy in tcp mode in node1's namespace,
-//!   forwarding to node2's plain processes: one userspace proxy hop, no
-//!   overlay;
 //! - **mesh**: node1's published ports. node1 runs no task, so shoald on
 //!   node1 accepts, picks node2's task with Maglev and connects from its
 //!   ingress sandbox, over the VXLAN overlay: one userspace proxy hop plus
-//!   the overlay.
+//!   the overlay;
+//! - **HAProxy**, on the same path: Debian's haproxy in tcp mode listening
+//!   in node1's namespace and connecting from node1's ingress sandbox (its
+//!   `namespace` server option, the sandbox bound to a name under
+//!   /run/netns) to the same task on its ingress address: the mesh's path
+//!   with HAProxy in place of shoald's relay;
+//! - **HAProxy without the overlay**: the same HAProxy forwarding to node2's
+//!   plain processes on the underlay: one proxy hop and nothing else, the
+//!   cost of a userspace hop alone on this machine.
 //!
 //! Connection rate: our own load generator ([`hammer`]), `concurrency`
 //! threads in the client namespace, each doing connect, `GET / HTTP/1.0`,
@@ -80,6 +85,10 @@ pub struct Row {
     /// CPU seconds of the proxy process on node1 (haproxy or node1's shoald)
     /// during the connection run, per 10 000 requests; 0 for direct.
     pub proxy_cpu_s_per_10k: f64,
+    /// CPU seconds of node1's shoald during the connection run, per 10 000
+    /// requests (for the mesh the relay and the overlay, for HAProxy on the
+    /// same path the overlay alone; near 0 off the overlay).
+    pub node1_shoald_cpu_s_per_10k: f64,
     /// CPU seconds of node2's shoald during the connection run, per 10 000
     /// requests (the overlay's receiving end; near 0 off the overlay).
     pub node2_shoald_cpu_s_per_10k: f64,
@@ -96,16 +105,20 @@ pub struct Report {
     pub seconds: u32,
     /// Load generator threads.
     pub concurrency: u32,
-    /// One row per path: direct, haproxy, mesh.
+    /// One row per path: direct, haproxy-underlay, haproxy, mesh.
     pub rows: Vec<Row>,
     /// mesh / direct, connections per second.
     pub mesh_vs_direct_conns: f64,
-    /// mesh / haproxy, connections per second.
+    /// mesh / haproxy on the same path, connections per second.
     pub mesh_vs_haproxy_conns: f64,
+    /// mesh / haproxy without the overlay, connections per second.
+    pub mesh_vs_haproxy_underlay_conns: f64,
     /// mesh / direct, Gbit/s.
     pub mesh_vs_direct_gbps: f64,
-    /// mesh / haproxy, Gbit/s.
+    /// mesh / haproxy on the same path, Gbit/s.
     pub mesh_vs_haproxy_gbps: f64,
+    /// mesh / haproxy without the overlay, Gbit/s.
+    pub mesh_vs_haproxy_underlay_gbps: f64,
 }
 
 /// The server programs' ports: plain processes on node2, HAProxy on node1,
@@ -114,6 +127,8 @@ const DIRECT_HTTP: u16 = 8080;
 const DIRECT_IPERF: u16 = 8081;
 const HAPROXY_HTTP: u16 = 6000;
 const HAPROXY_IPERF: u16 = 6001;
+const HAPROXY_UNDERLAY_HTTP: u16 = 6100;
+const HAPROXY_UNDERLAY_IPERF: u16 = 6101;
 const MESH_HTTP: u16 = 5000;
 const MESH_IPERF: u16 = 5001;
 
@@ -165,6 +180,8 @@ fn shoal_cli() -> Result<PathBuf> {
 /// namespaces and the scratch directory, also when a step failed.
 struct Lab {
     haproxy: Option<ManagedChild>,
+    /// node1's ingress sandbox under /run/netns, for HAProxy.
+    sandbox: Option<NamedNetns>,
     direct: Vec<ManagedChild>,
     daemons: Vec<ManagedChild>,
     cli: PathBuf,
@@ -176,6 +193,7 @@ struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.haproxy = None;
+        self.sandbox = None;
         self.direct.clear();
         self.daemons.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -227,6 +245,7 @@ impl Lab {
         std::fs::create_dir_all(&dir)?;
         let mut lab = Lab {
             haproxy: None,
+            sandbox: None,
             direct: Vec::new(),
             daemons: Vec::new(),
             cli,
@@ -337,19 +356,49 @@ impl Lab {
         Ok(())
     }
 
-    /// HAProxy in node1's namespace: node1:6000 and :6001 to node2's plain
-    /// servers, tcp mode, two threads (one per core of the machine). maxconn
-    /// is far above the load's concurrency but low enough that the two
-    /// descriptors per connection fit under a 20 000 hard limit: HAProxy
+    /// node1's ingress sandbox, bound under /run/netns for HAProxy's
+    /// `namespace` option. shoald's thread that makes the sandbox's sockets
+    /// lives in it, so its namespace is the sandbox's.
+    fn bind_sandbox(&mut self) -> Result<String> {
+        let pid = self.daemons[0].id();
+        let thread = std::fs::read_dir(format!("/proc/{pid}/task"))?
+            .filter_map(|t| t.ok())
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "ingress-sockets")
+            })
+            .with_context(|| format!("node1's shoald (pid {pid}) has no ingress-sockets thread"))?;
+        let name = format!("shoal-bench-ingress-{}", std::process::id());
+        let bound = NamedNetns::bind(&thread.path().join("ns/net"), &name)?;
+        self.sandbox = Some(bound);
+        Ok(name)
+    }
+
+    /// HAProxy in node1's namespace, tcp mode, two threads (one per core of
+    /// the machine):
+    /// - node1:6000 and :6001 to the tasks `web` and `tput` at their ingress
+    ///   addresses `tasks`, connecting from the ingress sandbox `sandbox`:
+    ///   the mesh's path;
+    /// - node1:6100 and :6101 to node2's plain servers on the underlay.
+    ///
+    /// `option tcp-smart-connect` saves the handshake's last ACK towards the
+    /// server as shoald's relay does, so the two send the same packets.
+    /// maxconn is far above the load's concurrency but low enough that the
+    /// two descriptors per connection fit under a 20 000 hard limit: HAProxy
     /// refuses to start when it cannot raise its limit to fit maxconn.
-    fn haproxy(&mut self) -> Result<()> {
+    fn haproxy(&mut self, sandbox: &str, tasks: [Ipv4Addr; 2]) -> Result<()> {
         let (n1, n2) = (self.addr(0), self.addr(1));
+        let [web, tput] = tasks;
         let cfg = format!(
             "global\n  maxconn 8000\n  nbthread 2\n\n\
-             defaults\n  mode tcp\n  maxconn 8000\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\n\
-             frontend http_in\n  bind {n1}:{HAPROXY_HTTP}\n  default_backend http_direct\n\
+             defaults\n  mode tcp\n  option tcp-smart-connect\n  maxconn 8000\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\n\
+             frontend http_in\n  bind {n1}:{HAPROXY_HTTP}\n  default_backend http_task\n\
+             backend http_task\n  server web {web}:80 namespace {sandbox}\n\n\
+             frontend iperf_in\n  bind {n1}:{HAPROXY_IPERF}\n  default_backend iperf_task\n\
+             backend iperf_task\n  server tput {tput}:80 namespace {sandbox}\n\n\
+             frontend http_underlay\n  bind {n1}:{HAPROXY_UNDERLAY_HTTP}\n  default_backend http_direct\n\
              backend http_direct\n  server node2 {n2}:{DIRECT_HTTP}\n\n\
-             frontend iperf_in\n  bind {n1}:{HAPROXY_IPERF}\n  default_backend iperf_direct\n\
+             frontend iperf_underlay\n  bind {n1}:{HAPROXY_UNDERLAY_IPERF}\n  default_backend iperf_direct\n\
              backend iperf_direct\n  server node2 {n2}:{DIRECT_IPERF}\n"
         );
         let path = self.dir.join("haproxy.cfg");
@@ -377,6 +426,75 @@ impl Lab {
         self.haproxy = Some(self.node(0).spawn(cmd)?);
         Ok(())
     }
+}
+
+/// A network namespace bound to /run/netns/NAME (as `ip netns` would name
+/// it); unmounted and removed when dropped.
+struct NamedNetns {
+    path: PathBuf,
+}
+
+impl NamedNetns {
+    fn bind(ns: &Path, name: &str) -> Result<NamedNetns> {
+        let dir = Path::new("/run/netns");
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(name);
+        std::fs::File::create(&path)?;
+        let bound = NamedNetns { path };
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(ns)
+            .arg(&bound.path)
+            .status()?
+            .success();
+        if !ok {
+            bail!("cannot bind {} to {}", ns.display(), bound.path.display());
+        }
+        Ok(bound)
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The ingress address of the running task of each of `services`, from
+/// gossip as node `i`'s daemon sees it (`GET /v1/discovery`).
+fn ingress_addresses<const N: usize>(
+    lab: &Lab,
+    i: usize,
+    services: [&str; N],
+) -> Result<[Ipv4Addr; N]> {
+    let mut c = std::os::unix::net::UnixStream::connect(lab.sock(i))?;
+    c.write_all(b"GET /v1/discovery HTTP/1.1\r\nHost: shoald\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("GET /v1/discovery: no body")?;
+    let v: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("GET /v1/discovery: {body}"))?;
+    let ingress = v["networks"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "ingress"))
+        .context("GET /v1/discovery: no ingress network")?;
+    let endpoints = ingress["endpoints"].as_array().cloned().unwrap_or_default();
+    let mut out = [Ipv4Addr::UNSPECIFIED; N];
+    for (slot, service) in out.iter_mut().zip(services) {
+        *slot = endpoints
+            .iter()
+            .find(|e| e["service_name"] == service)
+            .and_then(|e| e["ip"].as_str()?.parse().ok())
+            .with_context(|| format!("no endpoint of {service} on the ingress network yet"))?;
+    }
+    Ok(out)
 }
 
 fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -547,12 +665,15 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// CPU seconds of `pids` (0: none) used while `f` ran, and its result.
-fn with_cpu<R>(pids: [u32; 2], f: impl FnOnce() -> Result<R>) -> Result<([f64; 2], R)> {
+fn with_cpu<R, const N: usize>(
+    pids: [u32; N],
+    f: impl FnOnce() -> Result<R>,
+) -> Result<([f64; N], R)> {
     let cpu = |p: u32| if p == 0 { 0.0 } else { cpu_seconds(p) };
     let before = pids.map(cpu);
     let r = f()?;
     let after = pids.map(cpu);
-    Ok(([after[0] - before[0], after[1] - before[1]], r))
+    Ok((std::array::from_fn(|i| after[i] - before[i]), r))
 }
 
 /// One path: the load generator to `http`, iperf3 to `iperf`, with the CPU
@@ -566,8 +687,8 @@ fn measure(
     s: &Settings,
 ) -> Result<Row> {
     eprintln!("measuring {path}: connections to {http} ...");
-    let node2 = lab.daemons[1].id();
-    let ([p_cpu, n2_cpu], load) = with_cpu([proxy, node2], || {
+    let (node1, node2) = (lab.daemons[0].id(), lab.daemons[1].id());
+    let ([p_cpu, n1_cpu, n2_cpu], load) = with_cpu([proxy, node1, node2], || {
         hammer(lab.client(), SocketAddr::V4(http), s.concurrency, s.seconds)
     })?;
     eprintln!("measuring {path}: iperf3 to {iperf_to} ...");
@@ -591,6 +712,7 @@ fn measure(
         latency_p50_ms: percentile_ms(&load.latencies_us, 0.5),
         latency_p99_ms: percentile_ms(&load.latencies_us, 0.99),
         proxy_cpu_s_per_10k: per_10k(p_cpu),
+        node1_shoald_cpu_s_per_10k: per_10k(n1_cpu),
         node2_shoald_cpu_s_per_10k: per_10k(n2_cpu),
         gbps,
         proxy_cpu_s_per_gb: if bytes > 0.0 {
@@ -612,7 +734,18 @@ pub fn run(s: &Settings) -> Result<Report> {
     lab.service("web", MESH_HTTP, &[&cli, "whoami", "--port", "80"])?;
     lab.service("tput", MESH_IPERF, &[&iperf3, "-s", "-p", "80"])?;
     lab.direct_servers()?;
-    lab.haproxy()?;
+    let mut tasks = [Ipv4Addr::UNSPECIFIED; 2];
+    wait_for(
+        Duration::from_secs(30),
+        "the tasks in node1's gossip view",
+        || {
+            tasks = ingress_addresses(&lab, 0, ["web", "tput"])?;
+            Ok(true)
+        },
+    )
+    .with_context(|| lab.logs())?;
+    let sandbox = lab.bind_sandbox()?;
+    lab.haproxy(&sandbox, tasks)?;
 
     let (n1, n2) = (lab.addr(0), lab.addr(1));
     let at = SocketAddrV4::new;
@@ -621,6 +754,11 @@ pub fn run(s: &Settings) -> Result<Report> {
     let client = lab.client().clone();
     for (what, http, iperf_to) in [
         ("direct", at(n2, DIRECT_HTTP), at(n2, DIRECT_IPERF)),
+        (
+            "haproxy-underlay",
+            at(n1, HAPROXY_UNDERLAY_HTTP),
+            at(n1, HAPROXY_UNDERLAY_IPERF),
+        ),
         ("haproxy", at(n1, HAPROXY_HTTP), at(n1, HAPROXY_IPERF)),
         ("mesh", at(n1, MESH_HTTP), at(n1, MESH_IPERF)),
     ] {
@@ -655,6 +793,14 @@ pub fn run(s: &Settings) -> Result<Report> {
         )?,
         measure(
             &lab,
+            "haproxy-underlay",
+            at(n1, HAPROXY_UNDERLAY_HTTP),
+            at(n1, HAPROXY_UNDERLAY_IPERF),
+            haproxy_pid,
+            s,
+        )?,
+        measure(
+            &lab,
             "haproxy",
             at(n1, HAPROXY_HTTP),
             at(n1, HAPROXY_IPERF),
@@ -672,14 +818,16 @@ pub fn run(s: &Settings) -> Result<Report> {
     ];
     drop(lab);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let (d, h, m) = (&rows[0], &rows[1], &rows[2]);
+    let (d, u, h, m) = (&rows[0], &rows[1], &rows[2], &rows[3]);
     Ok(Report {
         seconds: s.seconds,
         concurrency: s.concurrency,
         mesh_vs_direct_conns: ratio(m.conns_per_s, d.conns_per_s),
         mesh_vs_haproxy_conns: ratio(m.conns_per_s, h.conns_per_s),
+        mesh_vs_haproxy_underlay_conns: ratio(m.conns_per_s, u.conns_per_s),
         mesh_vs_direct_gbps: ratio(m.gbps, d.gbps),
         mesh_vs_haproxy_gbps: ratio(m.gbps, h.gbps),
+        mesh_vs_haproxy_underlay_gbps: ratio(m.gbps, u.gbps),
         rows,
     })
 }
@@ -687,37 +835,46 @@ pub fn run(s: &Settings) -> Result<Report> {
 /// The table and the ratios.
 pub fn render(r: &Report) -> String {
     let mut out = format!(
-        "{:<8} {:>10} {:>8} {:>9} {:>9} {:>11} {:>11} {:>9} {:>10}\n",
+        "{:<16} {:>10} {:>8} {:>9} {:>9} {:>11} {:>11} {:>11} {:>9} {:>10}\n",
         "PATH",
         "CONN/S",
         "ERRORS",
         "p50 ms",
         "p99 ms",
         "PROXY s/10k",
+        "NODE1 s/10k",
         "NODE2 s/10k",
         "GBIT/S",
         "PROXY s/GB"
     );
     for row in &r.rows {
         out += &format!(
-            "{:<8} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>11.2} {:>11.2} {:>9.2} {:>10.2}\n",
+            "{:<16} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>11.2} {:>11.2} {:>11.2} {:>9.2} {:>10.2}\n",
             row.path,
             row.conns_per_s,
             row.errors,
             row.latency_p50_ms,
             row.latency_p99_ms,
             row.proxy_cpu_s_per_10k,
+            row.node1_shoald_cpu_s_per_10k,
             row.node2_shoald_cpu_s_per_10k,
             row.gbps,
             row.proxy_cpu_s_per_gb
         );
         if let Some(e) = &row.first_error {
-            out += &format!("         first error: {e}\n");
+            out += &format!("                 first error: {e}\n");
         }
     }
     out += &format!(
-        "mesh/direct: {:.2}x connections, {:.2}x throughput\nmesh/haproxy: {:.2}x connections, {:.2}x throughput\n",
-        r.mesh_vs_direct_conns, r.mesh_vs_direct_gbps, r.mesh_vs_haproxy_conns, r.mesh_vs_haproxy_gbps
+        "mesh/direct: {:.2}x connections, {:.2}x throughput\n\
+         mesh/haproxy (same path): {:.2}x connections, {:.2}x throughput\n\
+         mesh/haproxy-underlay: {:.2}x connections, {:.2}x throughput\n",
+        r.mesh_vs_direct_conns,
+        r.mesh_vs_direct_gbps,
+        r.mesh_vs_haproxy_conns,
+        r.mesh_vs_haproxy_gbps,
+        r.mesh_vs_haproxy_underlay_conns,
+        r.mesh_vs_haproxy_underlay_gbps
     );
     out
 }
