@@ -86,7 +86,7 @@ impl SocketFactory {
                             let made = if udp {
                                 Made::Udp(std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
                             } else {
-                                Made::Tcp(TcpSocket::new_v4())
+                                Made::Tcp(new_tcp())
                             };
                             let _ = reply.send(made);
                         }
@@ -155,7 +155,7 @@ impl Spare {
         let missing = self.keep.saturating_sub(lock(&self.sockets).len());
         let mut made = Vec::with_capacity(missing);
         for _ in 0..missing {
-            match TcpSocket::new_v4() {
+            match new_tcp() {
                 Ok(s) => made.push(s),
                 Err(e) => {
                     tracing::warn!(thread, error = %e, "cannot make spare sockets");
@@ -166,6 +166,17 @@ impl Spare {
         lock(&self.sockets).extend(made);
         self.refilling.store(false, Ordering::Release);
     }
+}
+
+/// A TCP socket set up for the relay before it connects: `TCP_NODELAY`
+/// (the relay writes what it has at once) and delayed ACKs (see
+/// [`connect`]). Set here, on the factory's thread, rather than per
+/// connection on the relays' thread.
+fn new_tcp() -> std::io::Result<TcpSocket> {
+    let s = TcpSocket::new_v4()?;
+    s.set_nodelay(true)?;
+    socket2::SockRef::from(&s).set_tcp_quickack(false)?;
+    Ok(s)
 }
 
 /// A mutex whose holder cannot leave it inconsistent (a push or a pop).
@@ -214,9 +225,12 @@ pub(crate) async fn connect(
     opening: &[u8],
 ) -> Result<TcpStream, ConnectError> {
     let socket = factory.tcp().await.map_err(ConnectError::Socket)?;
-    if !opening.is_empty() {
-        // Only saves a packet: a failure changes nothing else.
-        let _ = socket2::SockRef::from(&socket).set_tcp_quickack(false);
+    if opening.is_empty() {
+        // Sockets are made with delayed ACKs; this one has nothing to carry
+        // the handshake's last ACK.
+        socket2::SockRef::from(&socket)
+            .set_tcp_quickack(true)
+            .map_err(ConnectError::Socket)?;
     }
     let mut stream = match tokio::time::timeout(timeout, socket.connect(to)).await {
         Ok(Ok(s)) => s,
@@ -241,29 +255,37 @@ const COPY_BUFFER_BULK: usize = 64 << 10;
 
 /// Moves bytes both ways until both sides are done; a side that ends its
 /// sending (EOF) has the other side's sending shut down in turn, and an
-/// error on either side ends both.
+/// error on either side ends both. Both sockets are `TCP_NODELAY` already:
+/// `client` from a [`listen_tcp`] listener, `backend` from [`connect`].
 pub(crate) async fn pipe(client: &mut TcpStream, backend: &mut TcpStream) {
-    let _ = client.set_nodelay(true);
-    let _ = backend.set_nodelay(true);
     let (from_client, to_client) = client.split();
     let (from_backend, to_backend) = backend.split();
+    let [client_done, backend_done] = [AtomicBool::new(false), AtomicBool::new(false)];
     let _ = tokio::try_join!(
-        one_way(from_client, to_backend),
-        one_way(from_backend, to_client)
+        one_way(from_client, to_backend, &client_done, &backend_done),
+        one_way(from_backend, to_client, &backend_done, &client_done)
     );
 }
 
-/// Copies `from` to `to` until EOF, then shuts `to`'s sending down. The
-/// buffer is filled without being zeroed first (`read_buf` into spare
-/// capacity), so a large one costs nothing for a short connection.
+/// Copies `from` to `to` until EOF, then shuts `to`'s sending down, unless
+/// the other way has ended too (`other_done`): both sockets are closed at
+/// once then, which sends the same FIN without the extra call. The buffer
+/// is filled without being zeroed first (`read_buf` into spare capacity),
+/// so a large one costs nothing for a short connection.
 async fn one_way(
     mut from: tokio::net::tcp::ReadHalf<'_>,
     mut to: tokio::net::tcp::WriteHalf<'_>,
+    done: &AtomicBool,
+    other_done: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(COPY_BUFFER_FIRST);
     loop {
         buf.clear();
         if from.read_buf(&mut buf).await? == 0 {
+            done.store(true, Ordering::Relaxed);
+            if other_done.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             return to.shutdown().await;
         }
         to.write_all(&buf).await?;
@@ -313,6 +335,8 @@ where
     let rt = runtime()?;
     let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
+    // Inherited by every accepted socket.
+    socket2::SockRef::from(&l).set_tcp_nodelay(true)?;
     let listener = {
         let _in = rt.enter();
         TcpListener::from_std(l)?
