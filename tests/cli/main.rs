@@ -85,6 +85,23 @@ fn bad_arguments_are_refused_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
+    let out = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["--dataplane-workers", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--dataplane-workers") && err.contains("1..=16"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["--config", "/nonexistent.toml", "--dataplane-workers", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set `workers` under [node]"), "{err}");
 }
 
 /// `shoal whoami` answers with who served the request, then the request.

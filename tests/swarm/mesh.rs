@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::discovery::gossip_view;
+use crate::http::http;
 use crate::tasks::running;
 use crate::Swarm;
 
@@ -26,10 +27,12 @@ fn get_from_client(s: &Swarm, addr: SocketAddr) -> Result<String> {
 /// The done-when of the mesh issue, first part: `web` has 2 tasks on nodes
 /// 1 and 2; a client outside the swarm reaches it through port 5000 of
 /// every node, node 0 included, which runs none; 300 requests spread over
-/// the nodes reach both tasks, each at least 30% of the time.
+/// the nodes reach both tasks, each at least 30% of the time. Node 0's
+/// data plane runs one forwarding worker (`--dataplane-workers`), the
+/// others one per core: the overlay works between the two.
 #[test]
 fn a_published_port_answers_on_every_node_and_spreads_over_the_tasks() {
-    let s = Swarm::new_with(3, 1, &[]).unwrap();
+    let s = Swarm::new_full(3, 1, &[], &[(0, "SHOAL_DATAPLANE_WORKERS", "1")]).unwrap();
     s.form(1).unwrap();
     s.shoal_ok(
         0,
@@ -104,6 +107,11 @@ fn a_published_port_answers_on_every_node_and_spreads_over_the_tasks() {
     // Node 0 runs no task and still reached both.
     let via0: Vec<_> = per_node_task.keys().filter(|(i, _)| *i == 0).collect();
     assert_eq!(via0.len(), 2, "{per_node_task:?}");
+    // ... through a data plane of one lane, as it was told.
+    let (code, body) = http(&s.sock(0), "GET", "/v1/dataplane", None).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["lanes"].as_array().map(Vec::len), Some(1), "{body}");
 }
 
 /// Scaling down takes the task out of the rotation: no request fails after

@@ -79,6 +79,9 @@ struct NodeNet {
     /// published now, or when gossip starts if it has not yet.
     records: Mutex<BTreeMap<String, Vec<(String, EndpointRecord)>>>,
     dns_settings: DnsSettings,
+    /// Forwarding workers of the data plane started on demand (`None`:
+    /// one per core).
+    workers: Option<usize>,
     forwarder: Mutex<Option<Arc<Forwarder>>>,
     /// The routing mesh's sandbox and listeners, while a service publishes.
     ingress: Mutex<Option<Ingress>>,
@@ -128,8 +131,13 @@ struct TaskDns {
 }
 
 impl DataPlaneAttacher {
-    /// `dp`: the data plane `--config` started, if any.
-    pub fn new(dp: Option<Arc<DataPlane>>, dns_settings: DnsSettings) -> Self {
+    /// `dp`: the data plane `--config` started, if any; `workers`: the
+    /// forwarding workers of the one started on demand otherwise.
+    pub fn new(
+        dp: Option<Arc<DataPlane>>,
+        dns_settings: DnsSettings,
+        workers: Option<usize>,
+    ) -> Self {
         DataPlaneAttacher {
             node: Arc::new(NodeNet {
                 dp: Mutex::new(dp),
@@ -140,6 +148,7 @@ impl DataPlaneAttacher {
                 identity: Mutex::new(None),
                 records: Mutex::new(BTreeMap::new()),
                 dns_settings,
+                workers,
                 forwarder: Mutex::new(None),
                 ingress: Mutex::new(None),
                 host_ports: Default::default(),
@@ -232,11 +241,15 @@ impl NodeNet {
         if let Some(dp) = dp.as_ref() {
             return Ok(dp.clone());
         }
+        let mut config = DataPlaneConfig::new(node);
+        if let Some(w) = self.workers {
+            config.workers = w;
+        }
+        let workers = config.workers;
         let started = Arc::new(
-            DataPlane::start(DataPlaneConfig::new(node))
-                .map_err(|e| format!("cannot start the data plane: {e}"))?,
+            DataPlane::start(config).map_err(|e| format!("cannot start the data plane: {e}"))?,
         );
-        tracing::info!(node = %node, "data plane started for the swarm's tasks");
+        tracing::info!(node = %node, workers, "data plane started for the swarm's tasks");
         *dp = Some(started.clone());
         Ok(started)
     }

@@ -109,6 +109,17 @@ struct Args {
     /// process serving --docker-socket).
     #[arg(long, value_name = "PATH", env = "SHOAL_DOCKER_NETNS")]
     docker_netns: Option<PathBuf>,
+    /// Forwarding workers of the swarm's data plane: queues per TAP device
+    /// and VXLAN sockets, each a pair of threads (default: one per core, at
+    /// most 8). Fewer means fewer wake-ups per packet, more spreads
+    /// throughput over cores. A `--config` file sets its own `workers`.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SHOAL_DATAPLANE_WORKERS",
+        value_parser = clap::value_parser!(u16).range(1..=shoal_node::config::MAX_WORKERS as i64)
+    )]
+    dataplane_workers: Option<u16>,
 }
 
 /// Entry point of `shoald`.
@@ -145,6 +156,11 @@ where
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.config.is_some() && args.dataplane_workers.is_some() {
+        anyhow::bail!(
+            "--dataplane-workers is for the swarm's data plane; with --config, set `workers` under [node] in the file"
+        );
+    }
     let dp = match &args.config {
         Some(path) => {
             let config = file::load(path)?;
@@ -167,6 +183,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             upstreams,
             ttl: args.dns_ttl,
         },
+        args.dataplane_workers.map(usize::from),
     ));
     let hostname = match args.hostname.clone() {
         Some(h) => h,
