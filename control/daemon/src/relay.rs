@@ -6,10 +6,11 @@
 //!
 //! A socket belongs to the namespace it was made in, whichever thread uses
 //! it later, so a [`SocketFactory`] thread enters the other namespace once
-//! and makes every outgoing socket there; the async code then connects and
-//! moves bytes on the daemon's runtime. One implementation of the TCP relay
-//! and of UDP sessions serves both callers; they differ only in where a
-//! flow goes ([`UdpRoutes`], and the caller's own choice for TCP).
+//! and makes every outgoing socket there, a few ahead of need; the async
+//! code then connects and moves bytes on the relays' own thread. One
+//! implementation of the TCP relay and of UDP sessions serves both callers;
+//! they differ only in where a flow goes ([`UdpRoutes`], and the caller's
+//! own choice for TCP).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
