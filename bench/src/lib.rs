@@ -4,6 +4,7 @@
 
 pub mod chart;
 pub mod dns;
+mod http;
 pub mod mesh;
 pub mod overlay;
 pub mod peers;

@@ -40,6 +40,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use shoal_topology::{ManagedChild, Namespace, Topology};
 
+use crate::http::Http;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -471,16 +473,13 @@ fn ingress_addresses<const N: usize>(
     i: usize,
     services: [&str; N],
 ) -> Result<[Ipv4Addr; N]> {
-    let mut c = std::os::unix::net::UnixStream::connect(lab.sock(i))?;
-    c.write_all(b"GET /v1/discovery HTTP/1.1\r\nHost: shoald\r\nConnection: close\r\n\r\n")?;
-    let mut answer = String::new();
-    c.read_to_string(&mut answer)?;
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .context("GET /v1/discovery: no body")?;
+    let sock = std::os::unix::net::UnixStream::connect(lab.sock(i))?;
+    let (code, body) = Http::new(sock)?.request("GET", "/v1/discovery", "")?;
+    if code != 200 {
+        bail!("GET /v1/discovery: HTTP {code}: {body}");
+    }
     let v: serde_json::Value =
-        serde_json::from_str(body).with_context(|| format!("GET /v1/discovery: {body}"))?;
+        serde_json::from_str(&body).with_context(|| format!("GET /v1/discovery: {body}"))?;
     let ingress = v["networks"]
         .as_array()
         .and_then(|n| n.iter().find(|n| n["name"] == "ingress"))

@@ -14,7 +14,6 @@
 //! veths and a bridge rather than loopback. Clients run on the leader's node
 //! and talk to the leader, so neither side pays for forwarding.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -24,6 +23,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 use shoal_topology::{ManagedChild, Topology};
+
+use crate::http::Http;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -414,89 +415,6 @@ impl Writer for EtcdWriter {
 
 // --- plumbing --------------------------------------------------------------
 
-/// A minimal HTTP/1.1 keep-alive client: one request at a time on one
-/// connection, bodies by Content-Length or chunked.
-struct Http<S: Read + Write> {
-    io: BufReader<S>,
-}
-
-trait Timeout {
-    fn set_timeout(&self, t: Duration) -> std::io::Result<()>;
-}
-
-impl Timeout for UnixStream {
-    fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
-        self.set_read_timeout(Some(t))
-    }
-}
-
-impl Timeout for TcpStream {
-    fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
-        self.set_read_timeout(Some(t))
-    }
-}
-
-impl<S: Read + Write + Timeout> Http<S> {
-    fn new(stream: S) -> Result<Self> {
-        // A write that takes longer than this is a stuck cluster, not a figure.
-        stream.set_timeout(Duration::from_secs(20))?;
-        Ok(Http {
-            io: BufReader::new(stream),
-        })
-    }
-
-    fn request(&mut self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-        write!(
-            self.io.get_mut(),
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut line = String::new();
-        self.io.read_line(&mut line)?;
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .with_context(|| format!("malformed status line {line:?}"))?;
-        let (mut length, mut chunked) = (None, false);
-        loop {
-            line.clear();
-            self.io.read_line(&mut line)?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(value.parse::<usize>().context("bad Content-Length")?);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = value.eq_ignore_ascii_case("chunked");
-                }
-            }
-        }
-        let mut out = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                self.io.read_line(&mut line)?;
-                let n = usize::from_str_radix(line.trim(), 16).context("bad chunk size")?;
-                let mut chunk = vec![0; n + 2];
-                self.io.read_exact(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&chunk[..n]);
-            }
-        } else {
-            let mut body = vec![0; length.context("answer without a length")?];
-            self.io.read_exact(&mut body)?;
-            out = body;
-        }
-        Ok((code, String::from_utf8_lossy(&out).into_owned()))
-    }
-}
-
 fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
@@ -575,18 +493,5 @@ mod tests {
             t.contains("| shoal | 3 | 16 | 500 | 1 us | 2 us | 0.50x |"),
             "{t}"
         );
-    }
-
-    #[test]
-    fn http_reads_chunked_and_sized_answers_on_one_connection() {
-        let (a, mut b) = UnixStream::pair().unwrap();
-        b.write_all(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
-              HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\n\r\nnope",
-        )
-        .unwrap();
-        let mut h = Http::new(a).unwrap();
-        assert_eq!(h.request("GET", "/", "").unwrap(), (200, "abcde".into()));
-        assert_eq!(h.request("GET", "/", "").unwrap(), (404, "nope".into()));
     }
 }
