@@ -495,20 +495,25 @@ mod tests {
     }
 
     /// A front listener whose one connection is relayed to `backend` with
-    /// `header` and the client's early bytes first, as the mesh does.
+    /// `header` and the client's early bytes first, as the mesh does: its
+    /// address, and the relay's task.
     async fn relay_one(
-        front: TcpListener,
         backend: SocketAddr,
         header: &'static [u8],
-        f: Arc<SocketFactory>,
-    ) {
-        let (mut client, _) = front.accept().await.unwrap();
-        let mut opening = header.to_vec();
-        opening.extend(early_bytes(&client));
-        let mut task = connect(&f, backend, Duration::from_secs(2), &opening)
-            .await
-            .unwrap();
-        pipe(&mut client, &mut task).await;
+        f: SocketFactory,
+    ) -> (SocketAddr, JoinHandle<()>) {
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = front.local_addr().unwrap();
+        let relay = tokio::spawn(async move {
+            let (mut client, _) = front.accept().await.unwrap();
+            let mut opening = header.to_vec();
+            opening.extend(early_bytes(&client));
+            let mut task = connect(&f, backend, Duration::from_secs(2), &opening)
+                .await
+                .unwrap();
+            pipe(&mut client, &mut task).await;
+        });
+        (at, relay)
     }
 
     #[tokio::test]
@@ -525,9 +530,7 @@ mod tests {
             c.write_all(b"answer").unwrap();
             got
         });
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let at = front.local_addr().unwrap();
-        let relay = tokio::spawn(relay_one(front, to, b"HEADER ", Arc::new(f)));
+        let (at, relay) = relay_one(to, b"HEADER ", f).await;
         let mut c = TcpStream::connect(at).await.unwrap();
         c.write_all(b"request").await.unwrap();
         c.shutdown().await.unwrap();
@@ -561,9 +564,7 @@ mod tests {
                 }
             }
         });
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let at = front.local_addr().unwrap();
-        let relay = tokio::spawn(relay_one(front, to, b"", Arc::new(f)));
+        let (at, relay) = relay_one(to, b"", f).await;
         let c = TcpStream::connect(at).await.unwrap();
         let (mut rx, mut tx) = c.into_split();
         let mut greeting = [0u8; 11];
